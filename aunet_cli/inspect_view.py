@@ -1,0 +1,86 @@
+"""`aunet inspect`: what a prep directory holds, per stage, with examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .errors import AunetError
+from .split_view import STYLES, _units
+from .summary import stage_table
+
+HIST_EDGES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
+
+
+def inspect(console: Console, directory: Path, n_docs: int, split: str) -> None:
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.exists():
+        hint = " (an unfinished run: rerun the same `aunet prep`)" if directory.exists() else ""
+        raise AunetError(f"{directory}: no manifest.json{hint}")
+    manifest = json.loads(manifest_path.read_text())
+    t = manifest["totals"]
+    stages = manifest["options"]["splitters"]
+    lines = [
+        f"aunet {manifest['tool']['version']}, {len(manifest['inputs'])} input(s), "
+        f"{len(manifest['shards'])} shard(s)",
+        "stages: " + " -> ".join(_stage_label(s) for s in stages),
+        f"documents {t['documents']:,}, bytes {t['bytes']:,}, skipped "
+        + (", ".join(f"{n:,} {r}" for r, n in t["skipped"].items()) or "none"),
+    ]
+    for inp in manifest["inputs"]:
+        lines.append(f"  {inp['path']}: {inp['size']:,} B, sha256 {inp['sha256'][:16]}…")
+    console.print(Panel("\n".join(lines), title=str(directory)))
+    console.print(stage_table(manifest))
+
+    split_dir = directory / split
+    if not split_dir.exists():
+        console.print(f"no {split} shards")
+        return
+    dataset = ds.dataset(split_dir, format="arrow")
+    console.print(_histograms(dataset, len(stages)))
+    head = dataset.head(n_docs)
+    for row in head.to_pylist():
+        data: bytes = row["text"]
+        text = Text(f"{row['id']} ({len(data)} bytes)\n", style="bold")
+        points = np.asarray(row[f"pool_{len(stages)}"] if len(stages) == 1 else row["pool_1"])
+        for i, unit in enumerate(_units(data[:600], points[points < 600])):
+            text.append(unit.decode("utf-8", "replace"), style=STYLES[i % 2])
+        if len(data) > 600:
+            text.append(" …")
+        console.print(Panel(text, subtitle="stage-2 units (alternating colours)"))
+
+
+def _stage_label(stage: dict) -> str:
+    opts = ",".join(f"{k}={v}" for k, v in stage["options"].items())
+    return f"{stage['name']} {stage['version']}" + (f" ({opts})" if opts else "")
+
+
+def _histograms(dataset: ds.Dataset, n_stages: int) -> Table:
+    """Distribution of unit lengths in bytes per stage (from the first shard)."""
+    table = Table(title="Unit lengths in bytes (first shard)")
+    table.add_column("bytes", justify="right")
+    for k in range(1, n_stages + 1):
+        table.add_column(f"stage {k + 1}", justify="right")
+    tbl = next(iter(dataset.get_fragments())).to_table()
+    shares = []
+    for k in range(1, n_stages + 1):
+        col = tbl.column(f"pool_{k}").combine_chunks()
+        offsets = col.offsets.to_numpy()
+        values = col.values.to_numpy().astype(np.int64)
+        # a unit runs from the previous point (exclusive) to this one (inclusive)
+        prev = np.concatenate([[-1], values[:-1]])
+        prev[offsets[:-1][offsets[:-1] < offsets[1:]]] = -1
+        counts, _ = np.histogram(values - prev, bins=[*HIST_EDGES, np.iinfo(np.int64).max])
+        shares.append(100 * counts / max(counts.sum(), 1))
+    edges = [*HIST_EDGES, None]
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        label = f">={lo}" if hi is None else str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}"
+        table.add_row(label, *(f"{s[i]:.1f}%" for s in shares))
+    return table

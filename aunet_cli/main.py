@@ -1,0 +1,262 @@
+"""The `aunet` command line: thin Typer commands over plain functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from splitters import SplitterError
+
+from . import __version__
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AunetError
+
+app = typer.Typer(
+    name="aunet",
+    help="Byte-level hierarchical language models (Autoregressive U-Net): split, prepare, inspect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console()
+err = Console(stderr=True)
+
+SplitterOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--splitter",
+        "-s",
+        help="Pooling stage NAME[:KEY=VALUE,...]; repeat for deeper stages, e.g. "
+        "-s regex-words -s regex-word-pairs -s regex-4words (see `aunet splitters`).",
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"aunet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """aunet: tokenizer-free language modelling on raw bytes."""
+
+
+@app.command("splitters")
+def splitters_cmd(
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """List installed splitters (built-in and third-party plugins)."""
+    from splitters import load, names
+
+    rows = []
+    for name in names():
+        try:
+            cls = load(name)
+            inst = cls()
+            opts = ", ".join(
+                f"{o.name}={o.default}" + (f" ({'|'.join(o.choices)})" if o.choices else "")
+                for o in cls.options
+            )
+            rows.append((name, cls.version, "yes" if inst.causal else "no", opts, cls.description))
+        except (SplitterError, Exception) as exc:  # one broken plugin must not hide the others
+            rows.append((name, "?", "?", "", f"[red]failed to load: {exc}[/red]"))
+    if fmt == "json":
+        keys = ("name", "version", "causal", "options", "description")
+        typer.echo(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=2))
+        return
+    table = Table(title="Splitters (entry-point group aunet.splitters)")
+    for col in ("name", "version", "causal", "options (defaults)", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r)
+    out.print(table)
+
+
+@app.command("split")
+def split_cmd(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="JSON-lines files (default: standard input).")
+    ] = None,
+    splitter: SplitterOpt = None,  # type: ignore[assignment]
+    text: Annotated[str | None, typer.Option("--text", "-t", help="Split this text.")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help='human (coloured units) or jsonl: reads {"text": ...} lines, writes '
+            '{"levels": "0102..."} (one digit per UTF-8 byte).',
+        ),
+    ] = "human",
+) -> None:
+    """Show how text is cut into units at each pooling stage."""
+    from .split_view import render, split_jsonl
+
+    specs = splitter or ["regex-words"]
+    if fmt == "jsonl":
+        split_jsonl(specs, files or [], sys.stdin, sys.stdout)
+    elif fmt == "human":
+        if text is None:
+            if files:
+                raise AunetError("--format human takes --text TEXT (files are for --format jsonl)")
+            text = sys.stdin.read()
+        render(out, specs, text.encode("utf-8", "surrogateescape"))
+    else:
+        raise AunetError(f"--format must be human or jsonl, got {fmt!r}")
+
+
+@app.command("prep")
+def prep_cmd(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files (.txt, .jsonl[.gz|.zst], .zst, .parquet), directories, - for stdin, "
+            "or @pydoc-topics (text every Python ships)."
+        ),
+    ],
+    splitter: SplitterOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    doc_per: Annotated[
+        str, typer.Option(help="Documents in .txt inputs: file, paragraph or line.")
+    ] = "paragraph",
+    field: Annotated[str, typer.Option(help="JSON field / Parquet column with the text.")] = "text",
+    input_format: Annotated[
+        str, typer.Option(help="auto (from the file name), txt, jsonl or parquet.")
+    ] = "auto",
+    include: Annotated[
+        list[str] | None, typer.Option(help="Glob of files to take from directories.")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob of files to leave out.")] = None,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of documents for validation (by id).")
+    ] = 0.01,
+    shard_size: Annotated[str, typer.Option(help="Raw text bytes per shard, e.g. 32MB.")] = "32MB",
+    max_doc_bytes: Annotated[
+        str, typer.Option(help="Cut --doc-per file documents above this size at a line end.")
+    ] = "64MB",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: all cores).")
+    ] = None,
+    num_shards: Annotated[
+        int, typer.Option(min=1, help="Split the job across K machines (job arrays).")
+    ] = 1,
+    shard_index: Annotated[int, typer.Option(min=0, help="This machine's index, 0..K-1.")] = 0,
+    on_error: Annotated[
+        str, typer.Option(help="Bad records (invalid JSON, missing field): fail or skip.")
+    ] = "fail",
+    overwrite: Annotated[bool, typer.Option(help="Delete the output directory first.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+) -> None:
+    """Split raw text into Arrow shards with pooling points (resumable, parallel)."""
+    from .prep import PrepOptions, default_workers, prep
+    from .progress import RichProgress
+    from .readers import ReadOptions, discover
+    from .summary import print_prep_summary
+
+    if doc_per not in ("file", "paragraph", "line"):
+        raise AunetError(f"--doc-per must be file, paragraph or line, got {doc_per!r}")
+    if on_error not in ("fail", "skip"):
+        raise AunetError(f"--on-error must be fail or skip, got {on_error!r}")
+    if input_format not in ("auto", "txt", "jsonl", "parquet"):
+        raise AunetError(
+            f"--input-format must be auto, txt, jsonl or parquet, got {input_format!r}"
+        )
+    if shard_index >= num_shards:
+        raise AunetError(
+            f"--shard-index must be below --num-shards ({num_shards}), got {shard_index}"
+        )
+    read = ReadOptions(doc_per, field, input_format, parse_size(max_doc_bytes, "--max-doc-bytes"))
+    opts = PrepOptions(
+        splitters=tuple(splitter),
+        read=read,
+        val_fraction=val_fraction,
+        shard_bytes=parse_size(shard_size, "--shard-size"),
+        on_error=on_error,
+        workers=workers or default_workers(),
+        num_shards=num_shards,
+        shard_index=shard_index,
+    )
+    files = discover(inputs, include or [], exclude or [], input_format)
+    t0 = time.perf_counter()
+    manifest = prep(files, out_dir, opts, None if quiet else RichProgress(err), overwrite)
+    if quiet:
+        return
+    if manifest.get("up_to_date"):
+        err.print(f"{out_dir}: already complete for these inputs; nothing to do.")
+    elif not manifest.get("complete", True):
+        err.print(f"{out_dir}: this job's part is done; manifest.json appears when all are.")
+    else:
+        print_prep_summary(out, manifest, time.perf_counter() - t0)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    directory: Annotated[Path, typer.Argument(help="Output directory of `aunet prep`.")],
+    docs: Annotated[int, typer.Option(help="Documents to show with their boundaries.")] = 3,
+    split: Annotated[str, typer.Option(help="train or val")] = "train",
+) -> None:
+    """Summarise prepared shards: counts, unit lengths per stage, example documents."""
+    from .inspect_view import inspect
+
+    inspect(out, directory, docs, split)
+
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": 1024**3,
+}
+
+
+def parse_size(text: str, option: str) -> int:
+    """'32MB' -> 32000000; clear message on nonsense."""
+    s = text.strip().upper().replace(" ", "")
+    num = s.rstrip("KMGIB")
+    unit = s[len(num) :]
+    try:
+        value = int(float(num) * _UNITS[unit])
+    except (ValueError, KeyError):
+        raise AunetError(f"{option}: expected a size like 32MB or 1GiB, got {text!r}") from None
+    if value <= 0:
+        raise AunetError(f"{option}: must be positive, got {text!r}")
+    return value
+
+
+def run() -> None:
+    """Console-script entry point: user mistakes become one line and an exit code."""
+    try:
+        app()
+    except (AunetError, SplitterError) as exc:
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt:
+        err.print("interrupted; rerun the same command to resume.")
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception:
+        err.print_exception()
+        err.print("[bold red]internal error[/bold red]: please report this with the traceback.")
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,394 @@
+"""`aunet prep`: raw inputs -> Arrow shards with pooling points, resumably.
+
+Inputs are read in a fixed order and cut into chunks of about `shard_bytes`; a
+chunk's documents always land in the same shard files, whatever the number of
+workers or machines. A chunk is done when its state file exists (written after
+its shards are renamed into place), so a killed run restarts where it stopped
+and re-creates any half-written chunk byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitters import Pipeline, TextBatch
+
+from . import __version__
+from .errors import BadInputError, OutputConflictError
+from .readers import InputFile, ReadOptions, file_sha256, open_stream, read_records
+from .shards import build_table, schema, write_atomic, write_json_atomic
+
+PREP_FORMAT = "aunet-prep/1"
+SPLITS = ("train", "val")
+# Reasons that are data errors (subject to --on-error); other skips are routine.
+ROUTINE_SKIPS = frozenset({"empty document", "blank line"})
+LEVEL_BATCH_BYTES = 4 << 20  # bounds the splitter's working memory
+
+
+@dataclass(frozen=True)
+class PrepOptions:
+    splitters: tuple[str, ...]
+    read: ReadOptions = field(default_factory=ReadOptions)
+    val_fraction: float = 0.0
+    shard_bytes: int = 32 << 20
+    on_error: str = "fail"
+    workers: int = 1
+    num_shards: int = 1
+    shard_index: int = 0
+
+
+@dataclass
+class Chunk:
+    input_index: int
+    index: int
+    ids: list[str]
+    docs: list[bytes]
+    skipped: dict[str, int]
+    input_size: int
+    input_mtime_ns: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.input_index:05d}-{self.index:05d}"
+
+
+def fingerprint(opts: PrepOptions, pipeline: Pipeline) -> dict[str, Any]:
+    """What must match for an output directory to be resumed (not workers or job split)."""
+    return {
+        "format": PREP_FORMAT,
+        "splitters": pipeline.describe(),
+        "read": asdict(opts.read),
+        "val_fraction": opts.val_fraction,
+        "shard_bytes": opts.shard_bytes,
+    }
+
+
+def is_val(doc_id: str, fraction: float) -> bool:
+    """Deterministic split by document id (same answer on every machine)."""
+    return fraction > 0 and zlib.crc32(doc_id.encode()) < fraction * 2**32
+
+
+# --- work on one chunk (runs in a worker process) -------------------------------------
+
+_pipeline: Pipeline | None = None
+
+
+def _init_worker(specs: tuple[str, ...]) -> None:
+    global _pipeline
+    _pipeline = Pipeline.from_specs(specs)
+
+
+def process_chunk(chunk: Chunk, out: Path, val_fraction: float) -> dict[str, Any]:
+    """Split a chunk's documents, write its shards atomically, then its state file."""
+    assert _pipeline is not None
+    pipe = _pipeline
+    batch = TextBatch.from_docs(chunk.docs)
+    levels = _levels(pipe, batch)
+    sch = schema(pipe.depth, pipe.describe(), __version__)
+    val = np.array([is_val(i, val_fraction) for i in chunk.ids], dtype=bool)
+    state: dict[str, Any] = {
+        "input_index": chunk.input_index,
+        "chunk": chunk.index,
+        "input_size": chunk.input_size,
+        "input_mtime_ns": chunk.input_mtime_ns,
+        "skipped": chunk.skipped,
+        "splits": {},
+        "shards": [],
+    }
+    for split, rows in (("train", np.flatnonzero(~val)), ("val", np.flatnonzero(val))):
+        if not len(rows):
+            continue
+        sel_data, sel_offsets, sel_levels = _select(batch, levels, rows)
+        table = build_table(sch, [chunk.ids[i] for i in rows], sel_data, sel_offsets, sel_levels)
+        rel = f"{split}/shard-{chunk.key}.arrow"
+        info = write_atomic(out / rel, table)
+        units = [int((sel_levels >= k).sum()) for k in range(1, pipe.depth + 1)]
+        state["splits"][split] = {"documents": len(rows), "bytes": len(sel_data), "units": units}
+        state["shards"].append({"path": rel, "rows": len(rows), "bytes": len(sel_data), **info})
+    write_json_atomic(_state_path(out, chunk.key), state)
+    return state
+
+
+def _levels(pipe: Pipeline, batch: TextBatch) -> np.ndarray:
+    """Levels in sub-batches of whole documents, so memory stays bounded."""
+    out = np.empty(batch.n_bytes, dtype=np.uint8)
+    offsets = batch.offsets
+    start = 0
+    while start < batch.n_docs:
+        stop = int(np.searchsorted(offsets, offsets[start] + LEVEL_BATCH_BYTES, side="right"))
+        stop = min(max(stop - 1, start + 1), batch.n_docs)
+        lo, hi = offsets[start], offsets[stop]
+        sub = TextBatch(batch.data[lo:hi], offsets[start : stop + 1] - lo)
+        out[lo:hi] = pipe.levels(sub)
+        start = stop
+    return out
+
+
+def _select(batch: TextBatch, levels: np.ndarray, rows: np.ndarray):
+    if len(rows) == batch.n_docs:
+        return batch.data, batch.offsets, levels
+    starts, ends = batch.offsets[rows], batch.offsets[rows + 1]
+    data = b"".join(batch.data[s:e] for s, e in zip(starts, ends, strict=True))
+    lv = np.concatenate([levels[s:e] for s, e in zip(starts, ends, strict=True)])
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=offsets[1:])
+    return data, offsets, lv
+
+
+def _state_path(out: Path, key: str) -> Path:
+    return out / ".state" / f"chunk-{key}.json"
+
+
+def _input_state_path(out: Path, index: int) -> Path:
+    return out / ".state" / f"input-{index:05d}.json"
+
+
+# --- the driver ------------------------------------------------------------------------
+
+
+class Progress:
+    """Callbacks for a progress display (the CLI plugs rich in here)."""
+
+    def start(self, total_bytes: int | None) -> None: ...
+    def advance(self, raw_bytes: int, docs: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+def prep(
+    inputs: list[InputFile],
+    out: Path,
+    opts: PrepOptions,
+    progress: Progress | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) preparation; returns the manifest (None parts for a partial job)."""
+    progress = progress or Progress()
+    pipeline = Pipeline.from_specs(opts.splitters)
+    fp = fingerprint(opts, pipeline)
+    _claim_output(out, fp, overwrite)
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists() and _up_to_date(out, inputs):
+        return json.loads(manifest_path.read_text()) | {"up_to_date": True}
+
+    _init_worker(opts.splitters)
+    pool = None
+    if opts.workers > 1:
+        pool = ProcessPoolExecutor(
+            opts.workers,
+            mp_context=get_context("fork"),
+            initializer=_init_worker,
+            initargs=(opts.splitters,),
+        )
+    in_flight: deque[Future] = deque()
+
+    def submit(chunk: Chunk) -> None:
+        if _state_path(out, chunk.key).exists():
+            _check_resumable(out, chunk)
+            return
+        if pool is None:
+            process_chunk(chunk, out, opts.val_fraction)
+            return
+        in_flight.append(pool.submit(process_chunk, chunk, out, opts.val_fraction))
+        while len(in_flight) >= 2 * opts.workers:
+            in_flight.popleft().result()
+
+    by_input = len(inputs) >= opts.num_shards
+    known = all(i.path is not None or i.builtin for i in inputs)
+    progress.start(sum(i.size for i in inputs) if known else None)
+    try:
+        for ii, inp in enumerate(inputs):
+            if by_input and ii % opts.num_shards != opts.shard_index:
+                continue
+            owns: Callable[[int], bool] = (
+                (lambda c: True)
+                if by_input
+                else (lambda c: (c % opts.num_shards) == opts.shard_index)
+            )
+            _read_input(ii, inp, opts, out, submit, owns, progress)
+        while in_flight:
+            in_flight.popleft().result()
+    finally:
+        progress.stop()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return _finish(out, inputs, fp, pipeline)
+
+
+def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
+    tap, stream = open_stream(inp)
+    ids: list[str] = []
+    docs: list[bytes] = []
+    skipped: Counter[str] = Counter()
+    size = 0
+    chunk_index = 0
+    reported = 0
+
+    def flush() -> None:
+        nonlocal ids, docs, skipped, size, chunk_index
+        if owns(chunk_index):
+            submit(Chunk(ii, chunk_index, ids, docs, dict(skipped), inp.size, inp.mtime_ns))
+        progress.advance(0, len(docs))
+        ids, docs, skipped, size = [], [], Counter(), 0
+        chunk_index += 1
+
+    try:
+        for rec in read_records(inp, opts.read, stream):
+            if rec.data is None:
+                if opts.on_error == "fail" and rec.skip_reason not in ROUTINE_SKIPS:
+                    raise BadInputError(
+                        f"{inp.display} {rec.where}: {rec.skip_reason} "
+                        "(fix the record, or pass --on-error skip to count and skip it)"
+                    )
+                skipped[rec.skip_reason or "?"] += 1
+                continue
+            ids.append(rec.doc_id)
+            docs.append(rec.data)
+            size += len(rec.data)
+            if size >= opts.shard_bytes:
+                flush()
+            if tap.position - reported >= 1 << 20:
+                progress.advance(tap.position - reported, 0)
+                reported = tap.position
+        if docs or skipped or chunk_index == 0:
+            flush()
+    finally:
+        progress.advance(tap.position - reported, 0)
+        if inp.path is not None:
+            stream.close()
+    sha = tap.sha256.hexdigest() if inp.fmt != "parquet" else file_sha256(inp.path)
+    write_json_atomic(
+        _input_state_path(out, ii),
+        {
+            "path": inp.display,
+            "name": inp.name,
+            "format": inp.fmt,
+            "compression": inp.compression,
+            "size": tap.position if inp.path is None else inp.size,
+            "mtime_ns": inp.mtime_ns,
+            "sha256": sha,
+            "chunks": chunk_index,
+        },
+    )
+
+
+def _claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
+    prep_json = out / ".state" / "prep.json"
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    if prep_json.exists():
+        old = json.loads(prep_json.read_text())
+        if old != fp:
+            diff = [k for k in fp if old.get(k) != fp[k]]
+            raise OutputConflictError(
+                f"{out}: holds shards of a different configuration ({', '.join(diff)} differ: "
+                f"{json.dumps(old.get(diff[0]))} there, {json.dumps(fp[diff[0]])} now); "
+                "choose another --out or pass --overwrite"
+            )
+        return
+    if out.exists() and any(p.name != ".state" for p in out.iterdir()):
+        raise OutputConflictError(
+            f"{out}: exists and is not an aunet prep directory; choose another --out or pass "
+            "--overwrite"
+        )
+    write_json_atomic(prep_json, fp)
+
+
+def _check_resumable(out: Path, chunk: Chunk) -> None:
+    state = json.loads(_state_path(out, chunk.key).read_text())
+    if (state["input_size"], state["input_mtime_ns"]) != (chunk.input_size, chunk.input_mtime_ns):
+        raise OutputConflictError(
+            f"{out}: input #{chunk.input_index} changed since the interrupted run "
+            "(size or modification time differ); pass --overwrite to start over"
+        )
+
+
+def _up_to_date(out: Path, inputs: list[InputFile]) -> bool:
+    manifest = json.loads((out / "manifest.json").read_text())
+    if [i["name"] for i in manifest["inputs"]] != [i.name for i in inputs]:
+        return False
+    for ii, inp in enumerate(inputs):
+        path = _input_state_path(out, ii)
+        if (inp.path is None and not inp.builtin) or not path.exists():
+            return False
+        st = json.loads(path.read_text())
+        if (st["name"], st["size"], st["mtime_ns"]) != (inp.name, inp.size, inp.mtime_ns):
+            return False
+    return True
+
+
+def _finish(out: Path, inputs: list[InputFile], fp: dict[str, Any], pipe: Pipeline) -> dict:
+    """Write manifest.json once every chunk of every input is done (by any job)."""
+    input_states = []
+    for ii in range(len(inputs)):
+        path = _input_state_path(out, ii)
+        if not path.exists():
+            return {"complete": False}
+        input_states.append(json.loads(path.read_text()))
+    chunks = []
+    for ii, st in enumerate(input_states):
+        for c in range(st["chunks"]):
+            path = _state_path(out, f"{ii:05d}-{c:05d}")
+            if not path.exists():
+                return {"complete": False}
+            chunks.append(json.loads(path.read_text()))
+    manifest = build_manifest(input_states, chunks, fp, pipe.depth)
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest
+
+
+def build_manifest(input_states, chunks, fp, depth: int) -> dict[str, Any]:
+    def empty() -> dict[str, Any]:
+        return {"documents": 0, "bytes": 0, "units": [0] * depth}
+
+    splits = {s: empty() for s in SPLITS}
+    per_input = [empty() | {"skipped": Counter()} for _ in input_states]
+    skipped: Counter[str] = Counter()
+    shards = []
+    for st in chunks:
+        skipped.update(st["skipped"])
+        per_input[st["input_index"]]["skipped"].update(st["skipped"])
+        for split, s in st["splits"].items():
+            for tgt in (splits[split], per_input[st["input_index"]]):
+                tgt["documents"] += s["documents"]
+                tgt["bytes"] += s["bytes"]
+                tgt["units"] = [a + b for a, b in zip(tgt["units"], s["units"], strict=True)]
+        shards += [sh | {"split": sh["path"].split("/")[0]} for sh in st["shards"]]
+    totals = empty()
+    for s in splits.values():
+        totals["documents"] += s["documents"]
+        totals["bytes"] += s["bytes"]
+        totals["units"] = [a + b for a, b in zip(totals["units"], s["units"], strict=True)]
+    inputs = []
+    for st, counts in zip(input_states, per_input, strict=True):
+        entry = {k: st[k] for k in ("path", "name", "format", "compression", "size", "sha256")}
+        inputs.append(entry | counts | {"skipped": dict(sorted(counts["skipped"].items()))})
+    return {
+        "format": PREP_FORMAT,
+        "tool": {"name": "aunet", "version": __version__},
+        "options": fp,
+        "inputs": inputs,
+        "totals": totals | {"skipped": dict(sorted(skipped.items()))},
+        "splits": splits,
+        "shards": sorted(shards, key=lambda s: s["path"]),
+    }
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def elapsed(t0: float) -> float:
+    return time.perf_counter() - t0

@@ -1,0 +1,96 @@
+"""Arrow IPC shards: one row per document, raw bytes plus pooling points per stage.
+
+Schema (also in the README):
+    id       string           stable document id: "<input name>#<record number>"
+    text     binary           the document's raw bytes, exactly as read
+    pool_1   list<int32>      byte offsets of stage-1 pooling points (words, ...)
+    ...
+    pool_K   list<int32>      one column per pooling stage, nested: pool_{k+1} in pool_k
+Schema metadata: aunet.format, aunet.version, aunet.splitters (JSON: name, version,
+options per stage). Buffers are zstd-compressed; files open with pyarrow.dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+SHARD_FORMAT = "aunet-shard/1"
+
+
+def schema(n_stages: int, splitters: list[dict[str, Any]], version: str) -> pa.Schema:
+    fields = [pa.field("id", pa.string()), pa.field("text", pa.binary())]
+    fields += [pa.field(f"pool_{k}", pa.list_(pa.int32())) for k in range(1, n_stages + 1)]
+    meta = {
+        "aunet.format": SHARD_FORMAT,
+        "aunet.version": version,
+        "aunet.splitters": json.dumps(splitters, sort_keys=True),
+    }
+    return pa.schema(fields, metadata=meta)
+
+
+def build_table(
+    sch: pa.Schema, ids: list[str], data: bytes, offsets: np.ndarray, levels: np.ndarray
+) -> pa.Table:
+    """Rows for documents `data[offsets[i]:offsets[i+1]]` with their per-byte levels."""
+    n = len(ids)
+    text = pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+    )
+    columns = [pa.array(ids, pa.string()), text]
+    for k in range(1, len(sch) - 1):
+        pos = np.flatnonzero(levels >= k)
+        list_offsets = np.searchsorted(pos, offsets).astype(np.int32)
+        counts = np.diff(list_offsets)
+        values = (pos - np.repeat(offsets[:-1], counts)).astype(np.int32)
+        columns.append(pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(values)))
+    return pa.Table.from_arrays(columns, schema=sch)
+
+
+def write_atomic(path: Path, table: pa.Table) -> dict[str, Any]:
+    """Write to a temporary name, fsync, rename: a shard either exists whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.OSFile(str(tmp), "wb") as sink:
+        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+            writer.write_table(table, max_chunksize=1 << 16)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return {"size": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def open_table(path: Path) -> pa.Table:
+    """A shard, memory-mapped (no copy of the text)."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def shard_splitters(path: Path) -> list[dict[str, Any]]:
+    with pa.memory_map(str(path)) as source:
+        meta = pa.ipc.open_file(source).schema.metadata or {}
+    return json.loads(meta.get(b"aunet.splitters", b"[]"))
