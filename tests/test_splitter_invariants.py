@@ -1,0 +1,141 @@
+"""DESIGN.md section 2 invariants, on arbitrary bytes (hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from splitters import Pipeline, SplitterError, TextBatch
+
+CAUSAL = [
+    ["regex-words"],
+    ["regex-words", "regex-word-pairs"],
+    ["regex-words", "regex-word-pairs", "regex-4words"],
+    ["regex-words", "regex-4words"],
+]
+OFFICIAL = [[f"{s}:mode=official" for s in specs] for specs in CAUSAL]
+
+# Characters that exercise every rule: spaces of all kinds, CR/LF, digits of several
+# scripts, letters, CJK, emoji, punctuation, combining marks, NUL.
+ALPHABET = list(" \t\r\n\x0b\x0c\x1c\xa0\u3000\u2028a Zé中文🙂0912٣४½Ⅻ.,;!?'\"()[]{}-_\u0301\x00")
+FRAGMENTS = [
+    b"\x80", b"\xbf", b"\xc0", b"\xc1", b"\xc3", b"\xe4\xb8", b"\xed\xa0\x80", b"\xf0\x9f",
+    b"\xf0\x9f\x98", b"\xf4\x90\x80\x80", b"\xff", b"\xfe", b"\r\n", b"\n\r", b"\x00",
+]  # fmt: skip
+
+
+@st.composite
+def byte_strings(draw) -> bytes:
+    parts = draw(
+        st.lists(
+            st.one_of(
+                st.text(alphabet=ALPHABET, max_size=12).map(
+                    lambda s: s.encode("utf-8", "surrogatepass")
+                ),
+                st.sampled_from(FRAGMENTS),
+                st.binary(max_size=6),
+            ),
+            max_size=24,
+        )
+    )
+    return b"".join(parts)
+
+
+def levels(specs: list[str], data: bytes) -> np.ndarray:
+    return Pipeline.from_specs(specs).levels_of(data)
+
+
+def char_ends(data: bytes) -> set[int]:
+    """Byte indices that end a character (each invalid byte is its own character)."""
+    ends, pos = set(), 0
+    for ch in data.decode("utf-8", "surrogateescape"):
+        pos += 1 if 0xDC80 <= ord(ch) <= 0xDCFF else len(ch.encode("utf-8"))
+        ends.add(pos - 1)
+    assert pos == len(data)
+    return ends
+
+
+@pytest.mark.parametrize("specs", CAUSAL + OFFICIAL, ids=lambda s: "+".join(s))
+@given(data=byte_strings())
+def test_any_bytes_no_crash_and_only_at_char_ends(specs, data):
+    lv = levels(specs, data)
+    assert lv.dtype == np.uint8 and len(lv) == len(data)
+    assert lv.max(initial=0) <= len(specs)
+    assert set(np.flatnonzero(lv).tolist()) <= char_ends(data)
+
+
+@pytest.mark.parametrize("specs", CAUSAL, ids=lambda s: "+".join(s))
+@given(data=byte_strings())
+def test_prefix_stable(specs, data):
+    full = levels(specs, data)
+    cuts = range(len(data) + 1) if len(data) <= 80 else np.linspace(0, len(data), 40, dtype=int)
+    for t in cuts:
+        assert levels(specs, data[:t]).tolist() == full[:t].tolist(), t
+
+
+@pytest.mark.parametrize("specs", CAUSAL, ids=lambda s: "+".join(s))
+@given(data=byte_strings())
+def test_streaming_equals_batch(specs, data):
+    pipe = Pipeline.from_specs(specs)
+    assert pipe.streamer().feed(data) == pipe.levels_of(data).tolist()
+
+
+@pytest.mark.parametrize("specs", CAUSAL + OFFICIAL, ids=lambda s: "+".join(s))
+@given(docs=st.lists(byte_strings(), max_size=6))
+def test_batch_of_documents_equals_each_alone(specs, docs):
+    """Batching is an optimisation only: documents never influence each other, even
+    when one ends inside a UTF-8 sequence and the next starts with continuation bytes."""
+    pipe = Pipeline.from_specs(specs)
+    batch = TextBatch.from_docs(docs)
+    together = pipe.levels(batch)
+    for i, doc in enumerate(docs):
+        alone = pipe.levels_of(doc)
+        assert together[batch.offsets[i] : batch.offsets[i + 1]].tolist() == alone.tolist()
+
+
+@pytest.mark.parametrize("specs", CAUSAL + OFFICIAL, ids=lambda s: "+".join(s))
+@given(data=byte_strings())
+def test_nested_and_deterministic(specs, data):
+    pipe = Pipeline.from_specs(specs)
+    masks = pipe.stage_masks(TextBatch.from_docs([data]))
+    for outer, inner in zip(masks, masks[1:]):
+        assert not (inner & ~outer).any()
+    # each regex stage is nested by itself, before the pipeline intersects
+    raw = [s.points(TextBatch.from_docs([data]), None) for s in pipe.stages]
+    for outer, inner in zip(raw, raw[1:]):
+        if pipe.stages[0].name == "regex-words":
+            assert not (inner & ~outer).any()
+    assert pipe.levels_of(data).tolist() == pipe.levels_of(data).tolist()
+
+
+def test_official_mode_is_not_causal_and_refuses_to_stream():
+    """The counterexample that forces the causal default: a space's level depends on
+    the CR/LF that comes after it."""
+    specs = ["regex-words:mode=official", "regex-word-pairs:mode=official"]
+    assert levels(specs, b"a b c \n").tolist()[5] == 2
+    assert levels(specs, b"a b c ").tolist()[5] == 1
+    assert not Pipeline.from_specs(specs).causal
+    with pytest.raises(SplitterError, match="mode=causal"):
+        Pipeline.from_specs(specs).streamer()
+
+
+def test_long_line_and_garbage():
+    """A 1 MB line of mixed text and garbage: no crash, streaming agrees with batch."""
+    rng = np.random.default_rng(0)
+    pieces = [b"word ", b"12345", b"...\r\n", "中文".encode(), b"\xe4\xb8", b"\x00", b"\xff"]
+    data = b"".join(pieces[i] for i in rng.integers(0, len(pieces), 1 << 17))[: 1 << 20]
+    specs = CAUSAL[2]
+    pipe = Pipeline.from_specs(specs)
+    lv = pipe.levels_of(data)
+    assert len(lv) == len(data)
+    head = data[:200_000]
+    assert pipe.streamer().feed(head) == lv[: len(head)].tolist()
+
+
+@pytest.mark.slow
+def test_fifty_megabyte_line():
+    data = (b"alpha beta 12 \xe4\xb8\xad,  \r\n" * 2_000_000)[: 50 << 20]
+    lv = levels(CAUSAL[2], data)
+    assert len(lv) == len(data) and lv.max() == 3
