@@ -23,18 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from splitters import Pipeline, TextBatch
 
 from . import __version__
-from .errors import BadInputError, OutputConflictError
-from .readers import InputFile, ReadOptions, file_sha256, open_stream, read_records
+from .errors import OutputConflictError
+from .readers import InputFile, ReadOptions, file_sha256, open_stream, read_batches
 from .shards import build_table, schema, write_atomic, write_json_atomic
 
 PREP_FORMAT = "aunet-prep/1"
 SPLITS = ("train", "val")
-# Reasons that are data errors (subject to --on-error); other skips are routine.
-ROUTINE_SKIPS = frozenset({"empty document", "blank line"})
 LEVEL_BATCH_BYTES = 4 << 20  # bounds the splitter's working memory
 
 
@@ -52,9 +52,12 @@ class PrepOptions:
 
 @dataclass
 class Chunk:
+    """Consecutive documents of one input that always land in the same shards."""
+
     input_index: int
+    input_name: str
     index: int
-    ids: list[str]
+    keys: list[int]
     docs: list[bytes]
     skipped: dict[str, int]
     input_size: int
@@ -76,9 +79,22 @@ def fingerprint(opts: PrepOptions, pipeline: Pipeline) -> dict[str, Any]:
     }
 
 
-def is_val(doc_id: str, fraction: float) -> bool:
-    """Deterministic split by document id (same answer on every machine)."""
-    return fraction > 0 and zlib.crc32(doc_id.encode()) < fraction * 2**32
+def val_mask(input_name: str, keys: list[int], fraction: float) -> np.ndarray:
+    """Deterministic validation split by document id (input name, record number).
+
+    A document is held out when splitmix64(crc32(name) << 32 ^ record) / 2**64 < fraction:
+    the same answer on every machine, for any number of workers or shards.
+    """
+    k = np.asarray(keys, dtype=np.uint64)
+    if fraction <= 0 or not len(k):
+        return np.zeros(len(k), dtype=bool)
+    with np.errstate(over="ignore"):
+        z = k ^ np.uint64(zlib.crc32(input_name.encode()) << 32)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return z < np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
 
 
 # --- work on one chunk (runs in a worker process) -------------------------------------
@@ -98,7 +114,11 @@ def process_chunk(chunk: Chunk, out: Path, val_fraction: float) -> dict[str, Any
     batch = TextBatch.from_docs(chunk.docs)
     levels = _levels(pipe, batch)
     sch = schema(pipe.depth, pipe.describe(), __version__)
-    val = np.array([is_val(i, val_fraction) for i in chunk.ids], dtype=bool)
+    ids = pc.binary_join_element_wise(
+        f"{chunk.input_name}#", pc.cast(pa.array(chunk.keys, pa.int64()), pa.string()), ""
+    )
+    table = build_table(sch, ids, batch.data, batch.offsets, levels)
+    val = val_mask(chunk.input_name, chunk.keys, val_fraction)
     state: dict[str, Any] = {
         "input_index": chunk.input_index,
         "chunk": chunk.index,
@@ -108,16 +128,21 @@ def process_chunk(chunk: Chunk, out: Path, val_fraction: float) -> dict[str, Any
         "splits": {},
         "shards": [],
     }
-    for split, rows in (("train", np.flatnonzero(~val)), ("val", np.flatnonzero(val))):
-        if not len(rows):
+    doc_bytes = np.diff(batch.offsets)
+    for split, rows in (("train", ~val), ("val", val)):
+        n_rows = int(rows.sum())
+        if not n_rows:
             continue
-        sel_data, sel_offsets, sel_levels = _select(batch, levels, rows)
-        table = build_table(sch, [chunk.ids[i] for i in rows], sel_data, sel_offsets, sel_levels)
+        part = table if n_rows == len(rows) else table.filter(pa.array(rows))
         rel = f"{split}/shard-{chunk.key}.arrow"
-        info = write_atomic(out / rel, table)
-        units = [int((sel_levels >= k).sum()) for k in range(1, pipe.depth + 1)]
-        state["splits"][split] = {"documents": len(rows), "bytes": len(sel_data), "units": units}
-        state["shards"].append({"path": rel, "rows": len(rows), "bytes": len(sel_data), **info})
+        info = write_atomic(out / rel, part)
+        units = [
+            pc.sum(pc.list_value_length(part[f"pool_{k}"])).as_py() or 0
+            for k in range(1, pipe.depth + 1)
+        ]
+        n_bytes = int(doc_bytes[rows].sum())
+        state["splits"][split] = {"documents": n_rows, "bytes": n_bytes, "units": units}
+        state["shards"].append({"path": rel, "rows": n_rows, "bytes": n_bytes, **info})
     write_json_atomic(_state_path(out, chunk.key), state)
     return state
 
@@ -135,17 +160,6 @@ def _levels(pipe: Pipeline, batch: TextBatch) -> np.ndarray:
         out[lo:hi] = pipe.levels(sub)
         start = stop
     return out
-
-
-def _select(batch: TextBatch, levels: np.ndarray, rows: np.ndarray):
-    if len(rows) == batch.n_docs:
-        return batch.data, batch.offsets, levels
-    starts, ends = batch.offsets[rows], batch.offsets[rows + 1]
-    data = b"".join(batch.data[s:e] for s, e in zip(starts, ends, strict=True))
-    lv = np.concatenate([levels[s:e] for s, e in zip(starts, ends, strict=True)])
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(ends - starts, out=offsets[1:])
-    return data, offsets, lv
 
 
 def _state_path(out: Path, key: str) -> Path:
@@ -228,44 +242,50 @@ def prep(
 
 
 def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
+    """Cut one input into chunks of about `shard_bytes` and hand them to `submit`."""
     tap, stream = open_stream(inp)
-    ids: list[str] = []
+    keys: list[int] = []
     docs: list[bytes] = []
     skipped: Counter[str] = Counter()
     size = 0
     chunk_index = 0
     reported = 0
 
-    def flush() -> None:
-        nonlocal ids, docs, skipped, size, chunk_index
+    def flush(n: int) -> None:
+        nonlocal keys, docs, skipped, size, chunk_index
         if owns(chunk_index):
-            submit(Chunk(ii, chunk_index, ids, docs, dict(skipped), inp.size, inp.mtime_ns))
-        progress.advance(0, len(docs))
-        ids, docs, skipped, size = [], [], Counter(), 0
+            c = Chunk(
+                ii, inp.name, chunk_index, keys[:n], docs[:n], dict(skipped), inp.size, inp.mtime_ns
+            )
+            submit(c)
+        progress.advance(0, n)
+        keys, docs, skipped = keys[n:], docs[n:], Counter()
+        size = sum(map(len, docs))
         chunk_index += 1
 
     try:
-        for rec in read_records(inp, opts.read, stream):
-            if rec.data is None:
-                if opts.on_error == "fail" and rec.skip_reason not in ROUTINE_SKIPS:
-                    raise BadInputError(
-                        f"{inp.display} {rec.where}: {rec.skip_reason} "
-                        "(fix the record, or pass --on-error skip to count and skip it)"
+        for batch in read_batches(inp, opts.read, stream, opts.on_error):
+            skipped.update(batch.skipped)
+            keys += batch.keys
+            docs += batch.docs
+            size += sum(map(len, batch.docs))
+            while size >= opts.shard_bytes:
+                # the chunk ends with the document that reaches shard_bytes
+                cut = (
+                    int(
+                        np.searchsorted(
+                            np.cumsum(np.fromiter(map(len, docs), np.int64, len(docs))),
+                            opts.shard_bytes,
+                        )
                     )
-                skipped[rec.skip_reason or "?"] += 1
-                continue
-            ids.append(rec.doc_id)
-            docs.append(rec.data)
-            size += len(rec.data)
-            if size >= opts.shard_bytes:
-                flush()
-            if tap.position - reported >= 1 << 20:
-                progress.advance(tap.position - reported, 0)
-                reported = tap.position
+                    + 1
+                )
+                flush(cut)
+            progress.advance(tap.position - reported, 0)
+            reported = tap.position
         if docs or skipped or chunk_index == 0:
-            flush()
+            flush(len(docs))
     finally:
-        progress.advance(tap.position - reported, 0)
         if inp.path is not None:
             stream.close()
     sha = tap.sha256.hexdigest() if inp.fmt != "parquet" else file_sha256(inp.path)

@@ -14,8 +14,9 @@ import json
 import re
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,16 +54,6 @@ class InputFile:
         if self.builtin:
             return f"@{self.name}"
         return "<stdin>" if self.path is None else str(self.path)
-
-
-@dataclass
-class Record:
-    """A document, or a skipped record with the reason and place."""
-
-    doc_id: str
-    data: bytes | None
-    skip_reason: str | None = None
-    where: str = ""
 
 
 def discover(
@@ -223,15 +214,44 @@ def open_stream(inp: InputFile) -> tuple[Tap, BinaryIO]:
     return tap, io.BufferedReader(stream, BLOCK)
 
 
-def read_records(inp: InputFile, opts: ReadOptions, stream: BinaryIO) -> Iterator[Record]:
-    """Documents of one input in order; a truncated stream raises BadInputError at the end."""
+@dataclass
+class DocBatch:
+    """Consecutive documents of one input: ids are f"{input name}#{key}"."""
+
+    keys: list[int]
+    docs: list[bytes]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+class BadRecords:
+    """Applies --on-error: raise for a bad record, or count it as skipped."""
+
+    def __init__(self, inp: InputFile, on_error: str) -> None:
+        self.inp, self.on_error = inp, on_error
+
+    def __call__(self, batch: DocBatch, reason: str, where: str, detail: str = "") -> None:
+        if self.on_error == "fail":
+            raise BadInputError(
+                f"{self.inp.display} {where}: {reason}{detail} "
+                "(fix the record, or pass --on-error skip to count and skip it)"
+            )
+        batch.skipped[reason] += 1
+
+
+def read_batches(
+    inp: InputFile, opts: ReadOptions, stream: BinaryIO, on_error: str = "fail"
+) -> Iterator[DocBatch]:
+    """Documents of one input in order, in batches; corrupt streams raise BadInputError."""
+    bad = BadRecords(inp, on_error)
     try:
         if inp.fmt == "txt":
-            yield from _txt(inp, opts, stream)
+            yield from (
+                _txt_file(inp, opts, stream) if opts.doc_per == "file" else _txt(opts, stream)
+            )
         elif inp.fmt == "jsonl":
-            yield from _jsonl(inp, opts, stream)
+            yield from _jsonl(opts, stream, bad)
         elif inp.fmt == "parquet":
-            yield from _parquet(inp, opts)
+            yield from _parquet(inp, opts, bad)
         else:
             raise AunetError(f"{inp.display}: unknown input format {inp.fmt!r}")
     except TruncatedStreamError as exc:
@@ -244,41 +264,42 @@ def read_records(inp: InputFile, opts: ReadOptions, stream: BinaryIO) -> Iterato
         raise AunetError(f"{inp.display}: read failed ({exc})") from None
 
 
-def _doc(inp: InputFile, key: str | int, data: bytes, where: str) -> Record:
-    doc_id = f"{inp.name}#{key}"
-    if not data:
-        return Record(doc_id, None, "empty document", where)
-    return Record(doc_id, data)
+_CRLF_PARAGRAPH_BREAK = re.compile(rb"\n\r?\n")
 
 
-def _txt(inp: InputFile, opts: ReadOptions, stream: BinaryIO) -> Iterator[Record]:
-    if opts.doc_per == "file":
-        yield from _txt_file(inp, opts, stream)
-        return
+def _txt(opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBatch]:
+    """Paragraphs (separated by empty lines) or lines, block by block."""
     paragraphs = opts.doc_per == "paragraph"
-    sep = _PARAGRAPH_BREAK if paragraphs else _LINE_BREAK
     carry = b""
-    k = 0
+    k = 0  # record number of the last piece
     while True:
         block = stream.read(BLOCK)
-        if block:
-            pieces = sep.split(carry + block)
-            carry = pieces.pop()  # may continue in the next block
+        buf = carry + block
+        crlf = b"\r" in buf
+        if paragraphs:
+            pieces = _CRLF_PARAGRAPH_BREAK.split(buf) if crlf else buf.split(b"\n\n")
         else:
-            pieces = [carry] if carry else []
-        for piece in pieces:
-            if paragraphs:
-                # Blank lines separate paragraphs; they are not documents.
-                piece = piece.strip(b"\r\n")
-                if not piece:
-                    continue
-            k += 1
-            yield _doc(inp, k, piece, f"line {k}" if not paragraphs else f"paragraph {k}")
+            pieces = buf.split(b"\n")
+        carry = pieces.pop() if block else b""
+        skipped: Counter[str] = Counter()
+        if paragraphs:  # blank lines separate paragraphs and are not documents themselves
+            pieces = [p for p in (p.strip(b"\r\n") for p in pieces) if p]
+        elif crlf:
+            pieces = [p[:-1] if p.endswith(b"\r") else p for p in pieces]
+        if b"" in pieces:  # empty lines
+            skipped["empty document"] = pieces.count(b"")
+            keys = [k + 1 + i for i, p in enumerate(pieces) if p]
+            k += len(pieces)
+            pieces = [p for p in pieces if p]
+        else:
+            keys = list(range(k + 1, k + 1 + len(pieces)))
+            k += len(pieces)
+        yield DocBatch(keys, pieces, skipped)
         if not block:
             return
 
 
-def _txt_file(inp: InputFile, opts: ReadOptions, stream: BinaryIO) -> Iterator[Record]:
+def _txt_file(inp: InputFile, opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBatch]:
     """The whole file as one document, cut at line ends beyond --max-doc-bytes."""
     part = 0
     buf = b""
@@ -287,39 +308,55 @@ def _txt_file(inp: InputFile, opts: ReadOptions, stream: BinaryIO) -> Iterator[R
         buf += block
         while len(buf) > opts.max_doc_bytes:
             cut = buf.rfind(b"\n", 0, opts.max_doc_bytes) + 1 or opts.max_doc_bytes
-            yield Record(f"{inp.name}#{part}", buf[:cut])
+            yield DocBatch([part], [buf[:cut]])
             buf, part = buf[cut:], part + 1
         if not block:
-            if buf or part == 0:
-                yield _doc(inp, part, buf, "file")
+            if buf:
+                yield DocBatch([part], [buf])
+            elif part == 0:
+                yield DocBatch([], [], Counter({"empty document": 1}))
             return
 
 
-def _jsonl(inp: InputFile, opts: ReadOptions, stream: BinaryIO) -> Iterator[Record]:
+JSONL_BATCH = 8192
+
+
+def _jsonl(opts: ReadOptions, stream: BinaryIO, bad: BadRecords) -> Iterator[DocBatch]:
+    batch = DocBatch([], [])
+    field_ = opts.field
     for lineno, line in enumerate(stream, 1):
+        if len(batch.keys) >= JSONL_BATCH:
+            yield batch
+            batch = DocBatch([], [])
         where = f"line {lineno}"
         if not line.strip():
-            yield Record(f"{inp.name}#{lineno}", None, "blank line", where)
+            batch.skipped["blank line"] += 1
             continue
         try:
             obj = json.loads(line.decode("utf-8", "surrogateescape"))
         except (json.JSONDecodeError, RecursionError) as exc:
-            yield Record(f"{inp.name}#{lineno}", None, "invalid JSON", f"{where}: {exc}")
+            bad(batch, "invalid JSON", where, f" ({exc})")
             continue
         if not isinstance(obj, dict):
-            yield Record(f"{inp.name}#{lineno}", None, "not a JSON object", where)
+            bad(batch, "not a JSON object", where)
             continue
-        value = obj.get(opts.field)
-        if opts.field not in obj:
-            yield Record(f"{inp.name}#{lineno}", None, f"missing field {opts.field!r}", where)
-        elif not isinstance(value, str):
-            reason = f"field {opts.field!r} is {type(value).__name__}, expected a string"
-            yield Record(f"{inp.name}#{lineno}", None, reason, where)
-        else:  # raw bytes come back exactly, invalid UTF-8 and lone surrogates included
-            yield _doc(inp, lineno, value.encode("utf-8", "surrogateescape"), where)
+        if field_ not in obj:
+            bad(batch, f"missing field {field_!r}", where)
+            continue
+        value = obj[field_]
+        if not isinstance(value, str):
+            bad(batch, f"field {field_!r} is {type(value).__name__}, expected a string", where)
+            continue
+        if not value:
+            batch.skipped["empty document"] += 1
+            continue
+        # raw bytes come back exactly: invalid UTF-8 and lone surrogates included
+        batch.keys.append(lineno)
+        batch.docs.append(value.encode("utf-8", "surrogateescape"))
+    yield batch
 
 
-def _parquet(inp: InputFile, opts: ReadOptions) -> Iterator[Record]:
+def _parquet(inp: InputFile, opts: ReadOptions, bad: BadRecords) -> Iterator[DocBatch]:
     import pyarrow.parquet as pq
 
     assert inp.path is not None
@@ -331,16 +368,20 @@ def _parquet(inp: InputFile, opts: ReadOptions) -> Iterator[Record]:
         cols = ", ".join(pf.schema_arrow.names)
         raise AunetError(f"{inp.display}: no column {opts.field!r} (columns: {cols}); use --field")
     row = 0
-    for batch in pf.iter_batches(batch_size=8192, columns=[opts.field]):
-        for value in batch.column(0).to_pylist():
+    for record_batch in pf.iter_batches(batch_size=8192, columns=[opts.field]):
+        batch = DocBatch([], [])
+        for value in record_batch.column(0).to_pylist():
             row += 1
-            where = f"row {row}"
             if value is None:
-                yield Record(f"{inp.name}#{row}", None, "null text", where)
-            elif isinstance(value, str):
-                yield _doc(inp, row, value.encode("utf-8", "surrogateescape"), where)
-            else:
-                yield _doc(inp, row, bytes(value), where)
+                bad(batch, "null text", f"row {row}")
+                continue
+            data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+            if not data:
+                batch.skipped["empty document"] += 1
+                continue
+            batch.keys.append(row)
+            batch.docs.append(bytes(data))
+        yield batch
 
 
 def file_sha256(path: Path) -> str:

@@ -21,6 +21,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+try:
+    from splitters._fast import point_lists as _c_point_lists
+except ImportError:  # built without a compiler
+    _c_point_lists = None
+
 SHARD_FORMAT = "aunet-shard/1"
 
 
@@ -36,21 +41,40 @@ def schema(n_stages: int, splitters: list[dict[str, Any]], version: str) -> pa.S
 
 
 def build_table(
-    sch: pa.Schema, ids: list[str], data: bytes, offsets: np.ndarray, levels: np.ndarray
+    sch: pa.Schema, ids: pa.Array, data: bytes, offsets: np.ndarray, levels: np.ndarray
 ) -> pa.Table:
     """Rows for documents `data[offsets[i]:offsets[i+1]]` with their per-byte levels."""
     n = len(ids)
     text = pa.Array.from_buffers(
         pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
     )
-    columns = [pa.array(ids, pa.string()), text]
-    for k in range(1, len(sch) - 1):
-        pos = np.flatnonzero(levels >= k)
-        list_offsets = np.searchsorted(pos, offsets).astype(np.int32)
-        counts = np.diff(list_offsets)
-        values = (pos - np.repeat(offsets[:-1], counts)).astype(np.int32)
-        columns.append(pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(values)))
+    columns = [ids, text]
+    for list_offsets, values in point_lists(levels, offsets, len(sch) - 2):
+        columns.append(
+            pa.ListArray.from_arrays(
+                pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(list_offsets)]),
+                pa.Array.from_buffers(pa.int32(), len(values) // 4, [None, pa.py_buffer(values)]),
+            )
+        )
     return pa.Table.from_arrays(columns, schema=sch)
+
+
+def _point_lists_numpy(levels: np.ndarray, offsets: np.ndarray, depth: int) -> list:
+    """Per stage k: (list offsets, document-relative offsets of bytes with level >= k)."""
+    points = np.flatnonzero(levels)  # stage-1 points; deeper stages are subsets
+    lists = []
+    for k in range(1, depth + 1):
+        pos = points if k == 1 else points[levels[points] >= k]
+        list_offsets = np.searchsorted(pos, offsets).astype(np.int32)
+        values = (pos - np.repeat(offsets[:-1], np.diff(list_offsets))).astype(np.int32)
+        lists.append((list_offsets.tobytes(), values.tobytes()))
+    return lists
+
+
+def point_lists(levels: np.ndarray, offsets: np.ndarray, depth: int) -> list:
+    if _c_point_lists is None:
+        return _point_lists_numpy(levels, offsets, depth)
+    return _c_point_lists(levels, np.ascontiguousarray(offsets, dtype=np.int64), depth)
 
 
 def write_atomic(path: Path, table: pa.Table) -> dict[str, Any]:

@@ -29,6 +29,14 @@ from .base import Option, Splitter, SplitterError, StageStreamer
 from .text import TextBatch
 from .unicode_classes import DIGIT, LETTER, NEWLINE, OTHER, SPACE, class_table, classify
 
+try:  # the same state machine as RegexStreamer, compiled (see _fast.c)
+    from ._fast import scan as _c_scan
+except ImportError:  # no compiler at install time: the numpy path below is used
+    _c_scan = None
+
+_STAGE_FLAG = {1: 1, 2: 2, 4: 4}
+_SPECIAL_FLAG = 8
+
 MODE = Option(
     "mode",
     str,
@@ -104,6 +112,11 @@ def _analyse(batch: TextBatch, official: bool) -> _Analysis:
     return _Analysis(word_ends, chain_rank, specials)
 
 
+# Which implementation `points` uses: "c" when compiled, else "numpy"; tests switch it
+# to check the two against each other.
+BACKEND = {"name": "c" if _c_scan is not None else "numpy"}
+
+
 class _RegexStage(Splitter):
     version = "1.0"
     options = (MODE,)
@@ -115,6 +128,13 @@ class _RegexStage(Splitter):
 
     def points(self, batch: TextBatch, prev: np.ndarray | None) -> np.ndarray:
         mode = self.config["mode"]
+        if _c_scan is not None and BACKEND["name"] == "c":
+            key = ("regex-flags", mode)
+            if key not in batch.memo:
+                offsets = np.ascontiguousarray(batch.offsets, dtype=np.int64)
+                flags = _c_scan(batch.data, offsets, class_table(), mode == "official")
+                batch.memo[key] = np.frombuffer(flags, dtype=np.uint8)
+            return (batch.memo[key] & (_STAGE_FLAG[self.every] | _SPECIAL_FLAG)) != 0
         key = ("regex", mode)
         if key not in batch.memo:
             batch.memo[key] = _analyse(batch, official=mode == "official")

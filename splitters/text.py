@@ -76,7 +76,7 @@ class TextBatch:
     @classmethod
     def from_docs(cls, docs: Sequence[bytes]) -> TextBatch:
         offsets = np.zeros(len(docs) + 1, dtype=np.int64)
-        np.cumsum([len(d) for d in docs], out=offsets[1:])
+        np.cumsum(np.fromiter(map(len, docs), np.int64, len(docs)), out=offsets[1:])
         return cls(b"".join(docs), offsets)
 
     @property

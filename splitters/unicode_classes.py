@@ -7,7 +7,9 @@ there; vectorized and streaming splitters then share one source of truth.
 
 from __future__ import annotations
 
+import os
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import regex
@@ -17,14 +19,44 @@ OTHER, LETTER, DIGIT, SPACE, NEWLINE = 0, 1, 2, 3, 4  # NEWLINE = CR or LF; both
 
 @cache
 def class_table() -> np.ndarray:
-    """uint8 class for every code point 0..0x10FFFF (surrogates are OTHER)."""
+    """uint8 class for every code point 0..0x10FFFF (surrogates are OTHER).
+
+    Building it takes ~0.3 s, so it is cached per `regex` version (whose Unicode
+    tables define the classes) in the user's cache directory.
+    """
+    path = _cache_dir() / f"unicode-classes-regex-{regex.__version__}.npy"
+    try:
+        table = np.load(path)
+        if table.shape == (0x110000,) and table.dtype == np.uint8:
+            table.setflags(write=False)
+            return table
+    except (OSError, ValueError):
+        pass
+    table = _build_table()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, table)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home is fine: we just rebuild next time
+    table.setflags(write=False)
+    return table
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "aunet"
+
+
+def _build_table() -> np.ndarray:
     table = np.zeros(0x110000, dtype=np.uint8)
     every_char = "".join(map(chr, range(0x110000)))
     for pattern, cls in ((r"\p{L}+", LETTER), (r"\p{N}+", DIGIT), (r"\s+", SPACE)):
         for m in regex.finditer(pattern, every_char):
             table[m.start() : m.end()] = cls
     table[[0x0A, 0x0D]] = NEWLINE
-    table.setflags(write=False)
     return table
 
 
