@@ -66,23 +66,39 @@ def splitters_cmd(
     for name in names():
         try:
             cls = load(name)
-            inst = cls()
-            opts = ", ".join(
-                f"{o.name}={o.default}" + (f" ({'|'.join(o.choices)})" if o.choices else "")
+            options = {
+                o.name: {"default": o.default, "choices": list(o.choices or []), "help": o.help}
                 for o in cls.options
-            )
-            rows.append((name, cls.version, "yes" if inst.causal else "no", opts, cls.description))
-        except (SplitterError, Exception) as exc:  # one broken plugin must not hide the others
-            rows.append((name, "?", "?", "", f"[red]failed to load: {exc}[/red]"))
+            }
+            row = {
+                "name": name,
+                "version": cls.version,
+                "causal": cls().causal,
+                "options": options,
+                "description": cls.description,
+            }
+        except Exception as exc:  # one broken plugin must not hide the others
+            row = {
+                "name": name,
+                "version": "?",
+                "causal": None,
+                "options": {},
+                "description": f"failed to load: {exc}",
+            }
+        rows.append(row)
     if fmt == "json":
-        keys = ("name", "version", "causal", "options", "description")
-        typer.echo(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=2))
+        typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="Splitters (entry-point group aunet.splitters)")
-    for col in ("name", "version", "causal", "options (defaults)", "description"):
+    for col in ("name", "version", "causal", "options (default)", "description"):
         table.add_column(col)
     for r in rows:
-        table.add_row(*r)
+        opts = ", ".join(
+            f"{k}={o['default']}" + (f" ({'|'.join(o['choices'])})" if o["choices"] else "")
+            for k, o in r["options"].items()
+        )
+        causal = {True: "yes", False: "no", None: "?"}[r["causal"]]
+        table.add_row(r["name"], r["version"], causal, opts, escape(r["description"]))
     out.print(table)
 
 

@@ -140,3 +140,29 @@ def test_fifty_megabyte_line():
     data = (b"alpha beta 12 \xe4\xb8\xad,  \r\n" * 2_000_000)[: 50 << 20]
     lv = levels(CAUSAL[2], data)
     assert len(lv) == len(data) and lv.max() == 3
+
+
+@pytest.mark.parametrize("specs", CAUSAL + OFFICIAL, ids=lambda s: "+".join(s))
+@given(docs=st.lists(byte_strings(), max_size=4))
+def test_c_and_numpy_backends_agree(specs, docs):
+    """The compiled scan and the numpy fallback implement the same semantics."""
+    from splitters import regex_family
+
+    if regex_family._c_scan is None:
+        pytest.skip("C extension not built")
+    pipe = Pipeline.from_specs(specs)
+    backend = regex_family.BACKEND["name"]
+    try:
+        regex_family.BACKEND["name"] = "numpy"
+        slow = pipe.levels(TextBatch.from_docs(docs))
+        regex_family.BACKEND["name"] = "c"
+        fast = pipe.levels(TextBatch.from_docs(docs))
+    finally:
+        regex_family.BACKEND["name"] = backend
+    assert fast.tolist() == slow.tolist()
+
+
+def test_cached_class_table_matches_a_fresh_build():
+    from splitters.unicode_classes import _build_table, class_table
+
+    assert (class_table() == _build_table()).all()
