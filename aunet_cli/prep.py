@@ -288,7 +288,7 @@ def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
     finally:
         if inp.path is not None:
             stream.close()
-    sha = tap.sha256.hexdigest() if inp.fmt != "parquet" else file_sha256(inp.path)
+    sha = tap.sha256() if inp.fmt != "parquet" else file_sha256(inp.path)
     write_json_atomic(
         _input_state_path(out, ii),
         {

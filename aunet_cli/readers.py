@@ -11,8 +11,10 @@ import fnmatch
 import hashlib
 import io
 import json
+import queue
 import re
 import sys
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -142,12 +144,23 @@ def _input(path: Path, name: str, fmt: str) -> InputFile:
 
 
 class Tap(io.RawIOBase):
-    """Counts and hashes the raw bytes of an input as they are read."""
+    """Counts the raw bytes of an input as they are read and hashes them (sha256).
+
+    Hashing runs on a helper thread (hashlib releases the GIL), overlapping the
+    splitting instead of adding to it.
+    """
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
-        self.sha256 = hashlib.sha256()
         self.position = 0
+        self._sha256 = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._hash, daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._sha256.update(chunk)
 
     def readable(self) -> bool:
         return True
@@ -155,9 +168,15 @@ class Tap(io.RawIOBase):
     def readinto(self, buffer) -> int:  # type: ignore[override]
         n = self.raw.readinto(buffer)
         if n:
-            self.sha256.update(memoryview(buffer)[:n])
+            self._queue.put(bytes(memoryview(buffer)[:n]))
             self.position += n
         return n or 0
+
+    def sha256(self) -> str:
+        """The hex digest of everything read (call once, after the last read)."""
+        self._queue.put(None)
+        self._thread.join()
+        return self._sha256.hexdigest()
 
 
 class TruncatedStreamError(Exception):
