@@ -230,6 +230,46 @@ def inspect_cmd(
     inspect(out, directory, docs, split)
 
 
+@app.command("train")
+def train_cmd(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).")],
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<recipe name>).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe value: key.path=value (repeatable)."),
+    ] = None,
+    fresh: Annotated[bool, typer.Option(help="Start over instead of resuming.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train (or resume) an AU-Net from a recipe; exports model.safetensors at the end."""
+    from .recipe import load_recipe
+    from .train import run_training
+
+    rec = load_recipe(recipe, set_ or [])
+    run = run_dir or Path("runs") / (rec.name or recipe.stem)
+    result = run_training(rec, run, fresh=fresh, quiet=quiet)
+    if not quiet:
+        val = result.get("val_bpb")
+        err.print(
+            f"done: {result['steps']} steps"
+            + (f", val_bpb {val:.4f}" if val is not None else "")
+            + f"; model in {run}/model.safetensors"
+        )
+    if rec.sample.max_bytes and rec.sample.prompt:
+        _print_sample(run, rec.sample.prompt, rec.sample.max_bytes, rec.sample.temperature)
+
+
+def _print_sample(run: Path, prompt: str, max_bytes: int, temperature: float) -> None:
+    try:
+        from .generate import sample_text
+    except ImportError:  # generation arrives with `aunet generate`
+        return
+    text = sample_text(run, prompt, max_bytes, temperature)
+    out.print(f"[bold]sample[/bold] ({prompt!r} ->)\n{escape(text)}")
+
+
 _UNITS = {
     "": 1,
     "B": 1,

@@ -1,0 +1,52 @@
+"""Finished models as safetensors + JSON: loadable without Lightning or pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import AunetError
+from .model import AUNet, ModelConfig
+from .shards import write_json_atomic
+
+MODEL_FORMAT = "aunet-model/1"
+
+
+def export_model(model: AUNet, run_dir: Path, config: dict[str, Any]) -> None:
+    """Write model.safetensors and config.json atomically."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = run_dir / f".model.safetensors.{os.getpid()}"
+    save_file(tensors, str(tmp), metadata={"format": MODEL_FORMAT})
+    os.replace(tmp, run_dir / "model.safetensors")
+    write_json_atomic(run_dir / "config.json", config)
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[AUNet, dict[str, Any]]:
+    """A run directory (or its model.safetensors) -> (model in eval mode, config)."""
+    run_dir = path if path.is_dir() else path.parent
+    weights, cfg_path = run_dir / "model.safetensors", run_dir / "config.json"
+    for p in (weights, cfg_path):
+        if not p.exists():
+            raise AunetError(f"{run_dir}: no {p.name} (is this a finished `aunet train` run?)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AunetError(f"{cfg_path}: corrupt ({exc})") from None
+    if config.get("format") != MODEL_FORMAT:
+        raise AunetError(
+            f"{cfg_path}: format {config.get('format')!r}, this aunet reads {MODEL_FORMAT!r} "
+            f"(written by aunet {config.get('aunet_version', '?')})"
+        )
+    model = AUNet(ModelConfig(**config["model"]))
+    try:
+        state = load_file(str(weights), device=str(device))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise AunetError(f"{weights}: cannot load ({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), config

@@ -1,0 +1,286 @@
+"""Training recipes: YAML files validated strictly into dataclasses.
+
+Unknown keys, wrong types and impossible combinations are rejected with the file,
+line and key path, and what was expected. `--set a.b=value` overrides apply before
+validation (values parsed as YAML, so numbers and booleans work).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import AunetError
+from .model import ModelConfig, StageConfig
+
+
+class RecipeError(AunetError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    """Where the bytes come from: prepared shards, or raw inputs prepared on first use."""
+
+    prepared: str | None = None  # an `aunet prep` output directory
+    inputs: list[str] = field(default_factory=list)  # raw inputs (then splitters are needed)
+    splitters: list[str] = field(default_factory=list)
+    doc_per: str = "paragraph"
+    val_fraction: float = 0.01  # documents held out by `prep` (hash of id)
+    val_tail: float = 0.0  # or: the last fraction of the training stream (nanoGPT-style)
+    batch_size: int = 8
+    val_windows: int = 64  # validation windows evaluated each time (all of them if fewer)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int | None = None
+    max_time: float | None = None  # seconds
+    flops_budget: float | None = None  # training FLOPs; sets max_steps
+    val_every: int = 100
+    ckpt_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    precision: str = "32"
+    accumulate: int = 1
+    grad_clip: float = 1.0
+    compile: bool = False
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    seed: int = 1
+
+
+@dataclass
+class SampleConfig:
+    """What to generate once training ends (shown to the user)."""
+
+    prompt: str = ""
+    max_bytes: int = 0
+    temperature: float = 0.8
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
+STRATEGIES = ("auto", "ddp", "fsdp", "ddp_spawn", "ddp_find_unused_parameters_true")
+
+
+def load_recipe(path: Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    lines: dict[str, int] = {}
+    _line_numbers(node, "", lines)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping with model, data, optim, trainer")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return validate(raw, str(path), lines)
+
+
+def validate(raw: dict[str, Any], source: str = "<recipe>", lines=None) -> Recipe:
+    recipe = _build(Recipe, raw, "", source, lines or {})
+    _check_combinations(recipe, source, lines or {})
+    return recipe
+
+
+def _where(source: str, lines: dict[str, int], path: str) -> str:
+    key = path
+    while key and key not in lines:
+        key = key.rpartition(".")[0]
+    return f"{source}:{lines[key]}" if key in lines else source
+
+
+def _line_numbers(node, prefix: str, out: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            path = f"{prefix}.{k.value}" if prefix else str(k.value)
+            out[path] = k.start_mark.line + 1
+            _line_numbers(v, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            path = f"{prefix}[{i}]"
+            out[path] = v.start_mark.line + 1
+            _line_numbers(v, path, out)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    node: Any = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {key}: {part!r} is not inside a mapping")
+        node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = parsed
+    elif isinstance(node, dict):
+        node[last] = parsed
+    else:
+        raise RecipeError(f"--set {key}: cannot set {last!r} here")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(tp: Any, value: Any, path: str, source: str, lines: dict[str, int]) -> Any:
+    origin = typing.get_origin(tp)
+    where = _where(source, lines, path)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(arg, value, path, source, lines)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{where}: {path}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is list:
+        if isinstance(value, list):
+            (arg,) = typing.get_args(tp)
+            return [_convert(arg, v, f"{path}[{i}]", source, lines) for i, v in enumerate(value)]
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return _build(tp, value, path, source, lines)
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    raise RecipeError(f"{where}: {path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, source: str, lines: dict[str, int]):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        path = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise RecipeError(
+            f"{_where(source, lines, path)}: {path}: unknown key (expected one of: "
+            f"{', '.join(fields)})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        if name in raw:
+            kwargs[name] = _convert(hints[name], raw[name], path, source, lines)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{_where(source, lines, prefix)}: {path}: required key is missing")
+    return cls(**kwargs)
+
+
+def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
+    def fail(path: str, message: str) -> None:
+        raise RecipeError(f"{_where(source, lines, path)}: {path}: {message}")
+
+    m, d, t = r.model, r.data, r.trainer
+    if not 1 <= len(m.stages) <= 4:
+        fail("model.stages", f"AU-Net has 1 to 4 stages, got {len(m.stages)}")
+    for i, st in enumerate(m.stages):
+        p = f"model.stages[{i}]"
+        if st.dim <= 0 or st.heads <= 0 or st.layers < 0:
+            fail(p, "dim and heads must be positive, layers >= 0")
+        if st.dim % st.heads or (st.dim // st.heads) % 2:
+            fail(f"{p}.heads", f"dim {st.dim} must split into {st.heads} heads of even size")
+        if i == 0 and st.max_seqlen is not None:
+            fail(f"{p}.max_seqlen", "stage 1 always has seq_len positions; capacity is for >= 2")
+        if i < len(m.stages) - 1 and st.decoder_layers < 1 and len(m.stages) > 1:
+            fail(f"{p}.decoder_layers", "every stage but the deepest needs a decoder (>= 1)")
+    if m.seq_len < 8:
+        fail("model.seq_len", "must be at least 8 bytes")
+    if bool(d.prepared) == bool(d.inputs):
+        fail("data", "give exactly one of data.prepared (shards) or data.inputs (raw files)")
+    if d.inputs and len(d.splitters) != len(m.stages) - 1:
+        fail(
+            "data.splitters",
+            f"{len(m.stages)} stages need {len(m.stages) - 1} splitter stages, "
+            f"got {len(d.splitters)}",
+        )
+    if not 0 <= d.val_tail < 1:
+        fail("data.val_tail", "must be in [0, 1)")
+    if d.batch_size < 1:
+        fail("data.batch_size", "must be >= 1")
+    if t.max_steps is None and t.flops_budget is None and t.max_time is None:
+        fail("trainer", "set max_steps, flops_budget or max_time")
+    if t.max_steps is not None and t.flops_budget is not None:
+        fail("trainer.flops_budget", "give max_steps or flops_budget, not both")
+    if t.precision not in PRECISIONS:
+        fail("trainer.precision", f"must be one of {', '.join(PRECISIONS)}")
+    if t.strategy not in STRATEGIES:
+        fail("trainer.strategy", f"must be one of {', '.join(STRATEGIES)}")
+    if t.accumulate < 1 or t.val_every < 1 or t.ckpt_every < 1 or t.keep_checkpoints < 1:
+        fail("trainer", "accumulate, val_every, ckpt_every and keep_checkpoints must be >= 1")
+    if r.optim.warmup_steps < 0 or not 0 <= r.optim.min_lr_ratio <= 1:
+        fail("optim", "warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+    if len(r.optim.betas) != 2:
+        fail("optim.betas", "two values, e.g. [0.9, 0.95]")
+
+
+def stage_config_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(StageConfig)]

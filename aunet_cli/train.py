@@ -1,0 +1,322 @@
+"""`aunet train RECIPE`: the LightningModule and the run directory around it.
+
+RUN/ holds recipe.json (the validated recipe), compute.json (parameters, FLOPs per
+byte, measured stage lengths), metrics.csv (with val_bpb), tb/ (TensorBoard),
+checkpoints/ (every ckpt_every steps, keep K), and at the end model.safetensors +
+config.json, which load without Lightning and without unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from . import __version__
+from .data import AUNetData
+from .errors import AunetError, OutputConflictError
+from .export import export_model
+from .flops import FlopsReport, flops_per_byte
+from .model import AUNet, ModelConfig
+from .recipe import Recipe
+from .shards import write_json_atomic
+
+LN2 = math.log(2.0)
+
+
+def _quiet_lightning() -> None:
+    """Keep the terminal for what matters: Lightning's banners and tips are noise here."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
+
+
+class StepProgressBar(RichProgressBar):
+    """Rich progress over optimizer steps (the training stream has no epochs)."""
+
+    def __init__(self, total_steps: int) -> None:
+        super().__init__(leave=True)
+        self.total_steps = total_steps
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "train"
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return (
+            self.total_steps * self.trainer.accumulate_grad_batches
+            if self.total_steps < 10**9
+            else float("inf")
+        )
+
+
+BYTE_TARGETS = 256  # targets below this are real bytes (not BOS / EOS)
+
+
+def bits_per_byte_sums(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(sum of nats over real-byte targets, number of such targets)."""
+    nats = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    real = targets.flatten() < BYTE_TARGETS
+    return (nats * real).sum(), real.sum()
+
+
+class AUNetModule(L.LightningModule):
+    def __init__(self, recipe: dict[str, Any], total_steps: int) -> None:
+        super().__init__()
+        self.recipe = recipe
+        self.total_steps = total_steps
+        self.model = AUNet(ModelConfig(**recipe["model"]))
+        self.forward_fn = self.model
+        if recipe["trainer"]["compile"]:
+            self.forward_fn = torch.compile(self.model)
+        self.val_nats = self.val_bytes = None
+        self.t_last = time.perf_counter()
+
+    def training_step(self, batch: dict[str, torch.Tensor], _: int) -> torch.Tensor:
+        logits, plans = self.forward_fn(batch["tokens"], batch["levels"])
+        targets = batch["targets"]
+        # train on every next token but BOS (which always follows EOS)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=256)
+        nats, n = bits_per_byte_sums(logits.detach(), targets)
+        now = time.perf_counter()
+        bytes_per_s = targets.numel() * self.trainer.world_size / max(now - self.t_last, 1e-9)
+        self.t_last = now
+        self.log("loss", loss, prog_bar=False)
+        self.log("train_bpb", nats / n.clamp(min=1) / LN2, prog_bar=True)
+        self.log("bytes_per_s", bytes_per_s, prog_bar=True)
+        for s, plan in enumerate(plans, 2):
+            self.log(f"overflow_stage{s}", plan.overflow.float(), reduce_fx="sum")
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_nats = torch.zeros((), device=self.device, dtype=torch.float64)
+        self.val_bytes = torch.zeros((), device=self.device, dtype=torch.float64)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], _: int) -> None:
+        logits, _plans = self.forward_fn(batch["tokens"], batch["levels"])
+        nats, n = bits_per_byte_sums(logits, batch["targets"])
+        self.val_nats += nats.double()
+        self.val_bytes += n.double()
+
+    def on_validation_epoch_end(self) -> None:
+        nats = self.trainer.strategy.reduce(self.val_nats, reduce_op="sum")
+        count = self.trainer.strategy.reduce(self.val_bytes, reduce_op="sum")
+        if count > 0:
+            self.log("val_bpb", (nats / count / LN2).float(), prog_bar=True, sync_dist=False)
+        self.t_last = time.perf_counter()
+
+    def configure_optimizers(self):
+        o = self.recipe["optim"]
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": o["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=o["lr"],
+            betas=tuple(o["betas"]),
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, WarmupCosine(o["warmup_steps"], self.total_steps, o["min_lr_ratio"])
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class WarmupCosine:
+    """Linear warmup, then cosine decay to min_ratio at total steps (a picklable callable)."""
+
+    def __init__(self, warmup: int, total: int, min_ratio: float) -> None:
+        self.warmup, self.total, self.min_ratio = warmup, max(total, 1), min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class ExportAtEnd(Callback):
+    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
+        self.run_dir, self.config = run_dir, config
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: AUNetModule) -> None:
+        if trainer.is_global_zero:
+            export_model(pl_module.model, self.run_dir, self.config)
+
+
+def prepared_dir(recipe: Recipe, run_dir: Path, quiet: bool) -> Path:
+    """The recipe's shards: given, or prepared from raw inputs (cached by options)."""
+    d = recipe.data
+    if d.prepared:
+        path = Path(d.prepared)
+        if not (path / "manifest.json").exists():
+            raise AunetError(f"data.prepared: {path} is not a finished `aunet prep` directory")
+        return path
+    from .prep import PrepOptions, default_workers, prep
+    from .readers import ReadOptions, discover
+
+    out = run_dir / "data"
+    opts = PrepOptions(
+        splitters=tuple(d.splitters),
+        read=ReadOptions(doc_per=d.doc_per),
+        val_fraction=0.0 if d.val_tail else d.val_fraction,
+        workers=min(default_workers(), 4),
+    )
+    prep(discover(d.inputs, [], [], "auto"), out, opts, None)
+    return out
+
+
+def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool = False) -> dict:
+    """Train (or resume) a run; returns the final metrics summary."""
+    _quiet_lightning()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_path = run_dir / "recipe.json"
+    ckpt_dir = run_dir / "checkpoints"
+    resume = None
+    if recipe_path.exists() and not fresh:
+        old = json.loads(recipe_path.read_text())
+        for section in ("model", "data", "optim"):
+            if old.get(section) != recipe.to_dict()[section]:
+                raise OutputConflictError(
+                    f"{run_dir}: holds a run with a different {section} section; "
+                    "use another --run-dir, or --fresh to start over"
+                )
+        last = ckpt_dir / "last.ckpt"
+        resume = last if last.exists() else None
+    elif fresh and ckpt_dir.exists():
+        for p in ckpt_dir.glob("*.ckpt"):
+            p.unlink()
+        for name in ("metrics.csv", "compute.json", "model.safetensors", "config.json"):
+            (run_dir / name).unlink(missing_ok=True)
+    write_json_atomic(recipe_path, recipe.to_dict())
+
+    L.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
+    prep_dir = prepared_dir(recipe, run_dir, quiet)
+    m, t = recipe.model, recipe.trainer
+    data = AUNetData(
+        prep_dir, run_dir / "cache", m.seq_len, m.n_stages - 1, recipe.data.batch_size,
+        recipe.data.val_windows, recipe.data.val_tail, t.seed,
+    )  # fmt: skip
+    data.setup()
+    report = flops_per_byte(m, data.train.stage_lengths(m.n_stages))
+    model_probe = AUNet(m)
+    report.params = model_probe.num_params()
+    del model_probe
+    devices = 1 if t.devices == "auto" else t.devices
+    world = (devices if isinstance(devices, int) else 1) * t.num_nodes
+    bytes_per_step = m.seq_len * recipe.data.batch_size * t.accumulate * world
+    total_steps = t.max_steps or 0
+    if t.flops_budget:
+        total_steps = max(1, int(t.flops_budget / (report.train_per_byte * bytes_per_step)))
+    if not total_steps and t.max_time:  # time budget only: estimate the schedule length
+        total_steps = 10**9
+    compute = _compute_summary(recipe, report, prep_dir, bytes_per_step, total_steps)
+    write_json_atomic(run_dir / "compute.json", compute)
+    if not quiet:
+        _print_compute(compute)
+
+    module = AUNetModule(recipe.to_dict(), total_steps)
+    ckpt = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="step-{step:07d}", every_n_train_steps=t.ckpt_every,
+        save_top_k=t.keep_checkpoints, monitor="step", mode="max", save_last=True,
+        auto_insert_metric_name=False,
+    )  # fmt: skip
+    callbacks: list[Callback] = [ckpt, ExportAtEnd(run_dir, export_config(recipe, prep_dir))]
+    if not quiet:
+        callbacks.append(StepProgressBar(total_steps))
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_steps=total_steps if t.max_steps or t.flops_budget else -1,
+        max_time=timedelta(seconds=t.max_time) if t.max_time else None,
+        val_check_interval=t.val_every * t.accumulate,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every,
+        gradient_clip_val=t.grad_clip or None,
+        accumulate_grad_batches=t.accumulate,
+        precision=t.precision,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        use_distributed_sampler=False,
+        logger=[
+            CSVLogger(save_dir=run_dir, name="", version=""),
+            TensorBoardLogger(save_dir=run_dir, name="tb", version=""),
+        ],
+        callbacks=callbacks,
+        enable_progress_bar=not quiet,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    return {
+        "steps": trainer.global_step,
+        **{k: float(v) for k, v in trainer.callback_metrics.items()},
+    }
+
+
+def export_config(recipe: Recipe, prep_dir: Path) -> dict[str, Any]:
+    manifest = json.loads((prep_dir / "manifest.json").read_text())
+    import hashlib
+
+    return {
+        "format": "aunet-model/1",
+        "aunet_version": __version__,
+        "model": asdict(recipe.model),
+        "splitters": manifest["options"]["splitters"],
+        "data_manifest_sha256": hashlib.sha256(
+            (prep_dir / "manifest.json").read_bytes()
+        ).hexdigest(),
+    }
+
+
+def _compute_summary(recipe, report: FlopsReport, prep_dir, bytes_per_step, steps) -> dict:
+    return {
+        "params": report.params,
+        "flops_per_byte": report.per_byte,
+        "train_flops_per_byte": report.train_per_byte,
+        "stage_lengths_per_window": report.stage_lengths,
+        "bytes_per_stage_position": [recipe.model.seq_len / n for n in report.stage_lengths],
+        "bytes_per_step": bytes_per_step,
+        "planned_steps": steps,
+        "planned_train_flops": report.train_per_byte * bytes_per_step * steps,
+        "data": str(prep_dir),
+    }
+
+
+def _print_compute(c: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Compute accounting")
+    table.add_column("stage")
+    table.add_column("params", justify="right")
+    table.add_column("positions/window", justify="right")
+    table.add_column("bytes/position", justify="right")
+    for i, (n, bpp) in enumerate(
+        zip(c["stage_lengths_per_window"], c["bytes_per_stage_position"], strict=True)
+    ):
+        table.add_row(str(i + 1), f"{c['params'][f'stage{i + 1}']:,}", f"{n:.1f}", f"{bpp:.2f}")
+    console = Console(stderr=True)
+    console.print(table)
+    console.print(
+        f"params {c['params']['total']:,}; forward FLOPs/byte {c['flops_per_byte']:.4g}; "
+        f"planned training FLOPs {c['planned_train_flops']:.4g} "
+        f"({c['planned_steps']} steps x {c['bytes_per_step']:,} bytes)"
+    )
