@@ -72,6 +72,8 @@ def _point_lists_numpy(levels: np.ndarray, offsets: np.ndarray, depth: int) -> l
 
 
 def point_lists(levels: np.ndarray, offsets: np.ndarray, depth: int) -> list:
+    if depth == 0:
+        return []
     if _c_point_lists is None:
         return _point_lists_numpy(levels, offsets, depth)
     return _c_point_lists(levels, np.ascontiguousarray(offsets, dtype=np.int64), depth)

@@ -16,8 +16,7 @@ class Pipeline:
     """Pooling stages in order; stage s+1 keeps only points stage s also has."""
 
     def __init__(self, stages: Sequence[Splitter]) -> None:
-        if not stages:
-            raise SplitterError("at least one --splitter stage is needed")
+        # no stages is allowed: a one-stage (byte-level) model pools nowhere
         if len(stages) > 9:
             raise SplitterError("at most 9 pooling stages are supported")
         self.stages = list(stages)
