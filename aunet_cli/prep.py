@@ -58,7 +58,7 @@ class Chunk:
     input_name: str
     index: int
     keys: list[int]
-    docs: list[bytes]
+    batch: TextBatch  # the documents, joined (one buffer pickles fast to a worker)
     skipped: dict[str, int]
     input_size: int
     input_mtime_ns: int
@@ -102,16 +102,19 @@ def val_mask(input_name: str, keys: list[int], fraction: float) -> np.ndarray:
 _pipeline: Pipeline | None = None
 
 
-def _init_worker(specs: tuple[str, ...]) -> None:
+def _init_worker(specs: tuple[str, ...], threads: bool = True) -> None:
     global _pipeline
     _pipeline = Pipeline.from_specs(specs)
+    if not threads:  # one process per core already: Arrow's thread pool would oversubscribe
+        pa.set_cpu_count(1)
+        pa.set_io_thread_count(1)
 
 
 def process_chunk(chunk: Chunk, out: Path, val_fraction: float) -> dict[str, Any]:
     """Split a chunk's documents, write its shards atomically, then its state file."""
     assert _pipeline is not None
     pipe = _pipeline
-    batch = TextBatch.from_docs(chunk.docs)
+    batch = chunk.batch
     levels = _levels(pipe, batch)
     sch = schema(pipe.depth, pipe.describe(), __version__)
     ids = pc.binary_join_element_wise(
@@ -204,7 +207,7 @@ def prep(
             opts.workers,
             mp_context=get_context("fork"),
             initializer=_init_worker,
-            initargs=(opts.splitters,),
+            initargs=(opts.splitters, False),
         )
     in_flight: deque[Future] = deque()
 
@@ -254,8 +257,9 @@ def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
     def flush(n: int) -> None:
         nonlocal keys, docs, skipped, size, chunk_index
         if owns(chunk_index):
+            batch = TextBatch.from_docs(docs[:n])
             c = Chunk(
-                ii, inp.name, chunk_index, keys[:n], docs[:n], dict(skipped), inp.size, inp.mtime_ns
+                ii, inp.name, chunk_index, keys[:n], batch, dict(skipped), inp.size, inp.mtime_ns
             )
             submit(c)
         progress.advance(0, n)

@@ -301,8 +301,11 @@ def _txt(opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBatch]:
             pieces = buf.split(b"\n")
         carry = pieces.pop() if block else b""
         skipped: Counter[str] = Counter()
-        if paragraphs:  # blank lines separate paragraphs and are not documents themselves
+        if paragraphs and (crlf or not block or b"\n\n\n" in buf or buf.startswith(b"\n")):
+            # blank lines separate paragraphs and are not documents themselves
             pieces = [p for p in (p.strip(b"\r\n") for p in pieces) if p]
+        elif paragraphs and b"" in pieces:
+            pieces = [p for p in pieces if p]
         elif crlf:
             pieces = [p[:-1] if p.endswith(b"\r") else p for p in pieces]
         if b"" in pieces:  # empty lines
