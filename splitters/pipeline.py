@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .base import Splitter, SplitterError
-from .registry import parse_spec
+from .registry import load, parse_spec
 from .text import TextBatch
 
 
@@ -24,6 +24,20 @@ class Pipeline:
     @classmethod
     def from_specs(cls, specs: Iterable[str]) -> Pipeline:
         return cls([parse_spec(s) for s in specs])
+
+    @classmethod
+    def from_descriptions(cls, stages: Iterable[dict[str, Any]]) -> Pipeline:
+        """Rebuild the stages recorded with shards or a model (see `describe`)."""
+        built = []
+        for d in stages:
+            stage = load(d["name"])(**d.get("options", {}))
+            if stage.version != d.get("version", stage.version):
+                raise SplitterError(
+                    f"{d['name']}: recorded version {d['version']}, installed {stage.version}; "
+                    "the pooling points may differ from the ones the model was trained on"
+                )
+            built.append(stage)
+        return cls(built)
 
     @property
     def depth(self) -> int:
