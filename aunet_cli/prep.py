@@ -308,6 +308,13 @@ def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
     )
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Half-written files of a killed run (their writer is gone; ours use new names)."""
+    for tmp in out.glob("*/.*.tmp-*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
 def _claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
     prep_json = out / ".state" / "prep.json"
     if out.exists() and overwrite:
@@ -321,6 +328,7 @@ def _claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
                 f"{json.dumps(old.get(diff[0]))} there, {json.dumps(fp[diff[0]])} now); "
                 "choose another --out or pass --overwrite"
             )
+        _remove_stale_temporaries(out)
         return
     if out.exists() and any(p.name != ".state" for p in out.iterdir()):
         raise OutputConflictError(
@@ -370,6 +378,7 @@ def _finish(out: Path, inputs: list[InputFile], fp: dict[str, Any], pipe: Pipeli
             chunks.append(json.loads(path.read_text()))
     manifest = build_manifest(input_states, chunks, fp, pipe.depth)
     write_json_atomic(out / "manifest.json", manifest)
+    _remove_stale_temporaries(out)
     return manifest
 
 

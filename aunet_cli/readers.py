@@ -7,6 +7,7 @@ output independent of the number of workers).
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import hashlib
 import io
@@ -191,6 +192,7 @@ class _Decompressing(io.RawIOBase):
         self.dec = new()
         self.out = b""
         self.started = False
+        self.consumed = 0  # compressed bytes read so far
 
     def readable(self) -> bool:
         return True
@@ -200,8 +202,12 @@ class _Decompressing(io.RawIOBase):
             chunk = self.raw.read(1 << 20)
             if not chunk:
                 if self.started and not self.dec.eof:
-                    raise TruncatedStreamError("compressed stream ends early (truncated file?)")
+                    raise TruncatedStreamError(
+                        f"compressed stream ends early at byte {self.consumed} "
+                        "(truncated file?); documents before it were read"
+                    )
                 return 0
+            self.consumed += len(chunk)
             self.started = True
             while chunk:
                 self.out += self.dec.decompress(chunk)
@@ -231,6 +237,27 @@ def open_stream(inp: InputFile) -> tuple[Tap, BinaryIO]:
             io.BufferedReader(tap, BLOCK), lambda: zstandard.ZstdDecompressor().decompressobj()
         )
     return tap, io.BufferedReader(stream, BLOCK)
+
+
+def _raw_bytes(err: UnicodeError) -> tuple[bytes, int]:
+    """Encode error handler: escaped raw bytes (U+DC80..U+DCFF) become those bytes again;
+    other lone surrogates (e.g. a JSON \\ud800) keep their 3-byte form."""
+    chars = err.object[err.start : err.end]  # type: ignore[attr-defined]
+    out = bytearray()
+    for ch in chars:
+        cp = ord(ch)
+        out += (
+            bytes([cp - 0xDC00]) if 0xDC80 <= cp <= 0xDCFF else ch.encode("utf-8", "surrogatepass")
+        )
+    return bytes(out), err.end  # type: ignore[attr-defined]
+
+
+codecs.register_error("aunet-raw", _raw_bytes)
+
+
+def to_bytes(text: str) -> bytes:
+    """Text read from JSON / Parquet back to the exact bytes (see `_raw_bytes`)."""
+    return text.encode("utf-8", "aunet-raw")
 
 
 @dataclass
@@ -295,7 +322,9 @@ def _txt(opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBatch]:
         block = stream.read(BLOCK)
         buf = carry + block
         crlf = b"\r" in buf
-        if paragraphs:
+        if not block:  # end of input: what is left is the last document, if any
+            pieces = [buf] if buf else []
+        elif paragraphs:
             pieces = _CRLF_PARAGRAPH_BREAK.split(buf) if crlf else buf.split(b"\n\n")
         else:
             pieces = buf.split(b"\n")
@@ -357,7 +386,12 @@ def _jsonl(opts: ReadOptions, stream: BinaryIO, bad: BadRecords) -> Iterator[Doc
         try:
             obj = json.loads(line.decode("utf-8", "surrogateescape"))
         except (json.JSONDecodeError, RecursionError) as exc:
-            bad(batch, "invalid JSON", where, f" ({exc})")
+            detail = (
+                f" ({exc.msg} at column {exc.colno})"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
+            bad(batch, "invalid JSON", where, detail)
             continue
         if not isinstance(obj, dict):
             bad(batch, "not a JSON object", where)
@@ -372,9 +406,8 @@ def _jsonl(opts: ReadOptions, stream: BinaryIO, bad: BadRecords) -> Iterator[Doc
         if not value:
             batch.skipped["empty document"] += 1
             continue
-        # raw bytes come back exactly: invalid UTF-8 and lone surrogates included
         batch.keys.append(lineno)
-        batch.docs.append(value.encode("utf-8", "surrogateescape"))
+        batch.docs.append(to_bytes(value))
     yield batch
 
 
@@ -397,7 +430,7 @@ def _parquet(inp: InputFile, opts: ReadOptions, bad: BadRecords) -> Iterator[Doc
             if value is None:
                 bad(batch, "null text", f"row {row}")
                 continue
-            data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+            data = to_bytes(value) if isinstance(value, str) else value
             if not data:
                 batch.skipped["empty document"] += 1
                 continue

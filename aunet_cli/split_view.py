@@ -14,6 +14,7 @@ from rich.text import Text
 from splitters import Pipeline, TextBatch, levels_string
 
 from .errors import BadInputError
+from .readers import to_bytes
 
 STYLES = ("black on bright_cyan", "black on bright_yellow")
 
@@ -68,7 +69,7 @@ def split_jsonl(specs: list[str], files: list[Path], stdin: TextIO, stdout: Text
             raise BadInputError(
                 f'{name} line {lineno}: expected an object with a string "text" field'
             ) from None
-        batch.append(text.encode("utf-8", "surrogatepass"))
+        batch.append(to_bytes(text))
         if len(batch) >= 4096:
             flush()
     flush()

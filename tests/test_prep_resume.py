@@ -1,0 +1,226 @@
+"""Determinism and resumption of `aunet prep`: workers, reruns, SIGKILL, job arrays.
+
+Output is compared file by file (sha256 of every shard, and manifest.json byte for
+byte) against an uninterrupted single-process run over the same input path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from .test_prep_cli import AUNET, STAGE_ARGS, aunet, aunet_env, prep, sha256, write, zst
+
+WORDS = [
+    *("the", "of", "and", "a", "to", "in", "is", "was", "for", "on", "that", "with"),
+    *("données", "straße", "naïve", "façade", "中文", "日本語", "мир", "κόσμος", "🙂", "🚀"),
+    *("can't", "e.g.", "(see)", "[1]", "42", "3.14", "1,000", "2025-06-01", "x86_64"),
+    *("--flag", "foo.bar", "a/b/c"),
+]
+
+
+def varied_corpus(n_bytes: int, seed: int = 0) -> bytes:
+    """~n_bytes of JSON lines: varied lengths, scripts, digits, punctuation, newlines."""
+    rng = random.Random(seed)
+    vocab = WORDS + [
+        "".join(rng.choices("abcdefghijklmnopqrstuvwxyzé", k=rng.randint(1, 12)))
+        for _ in range(3000)
+    ]
+    seps = [" "] * 12 + ["  ", ", ", ". ", "\t", "\n", " \n\n", "; ", " - "]
+    pool = []
+    for _ in range(400):  # distinct bodies; each document adds its own number
+        n = rng.randint(3, 600)
+        words, gaps = rng.choices(vocab, k=n), rng.choices(seps, k=n)
+        pool.append("".join(w + g for w, g in zip(words, gaps, strict=True)).strip())
+    lines, size, i = [], 0, 0
+    while size < n_bytes:
+        text = f"Document {i}. {pool[rng.randrange(len(pool))]} {rng.randint(0, 10**6)}"
+        line = json.dumps({"text": text, "id": i}, ensure_ascii=rng.random() < 0.3) + "\n"
+        lines.append(line)
+        size += len(line.encode())
+        i += 1
+    return "".join(lines).encode()
+
+
+def snapshot(out: Path, hidden: bool = True) -> dict[str, str]:
+    """{relative path: sha256} of every file under train/ and val/, and of manifest.json."""
+    assert (out / "manifest.json").is_file(), f"{out} is not complete"
+    files = [out / "manifest.json", *(out / "train").rglob("*"), *(out / "val").rglob("*")]
+    return {
+        p.relative_to(out).as_posix(): sha256(p.read_bytes())
+        for p in files
+        if p.is_file() and (hidden or not p.name.startswith("."))
+    }
+
+
+def mtimes(out: Path) -> dict[str, int]:
+    return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.rglob("*")}
+
+
+def ids(out: Path) -> list[str]:
+    found: list[str] = []
+    for split in ("train", "val"):
+        if (out / split).exists():
+            table = ds.dataset(out / split, format="arrow").to_table(columns=["id"])
+            found += table["id"].to_pylist()
+    return found
+
+
+def n_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n")
+
+
+# --- ~1.5 MB, several 200 KB shards ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def medium(tmp_path_factory) -> Path:
+    """A directory holding c.jsonl (~1.5 MB), and the same text as three inputs."""
+    root = tmp_path_factory.mktemp("medium")
+    data = varied_corpus(1_500_000, seed=1)
+    write(root / "c.jsonl", data)
+    lines = data.splitlines(keepends=True)
+    third = len(lines) // 3
+    write(root / "three" / "a.jsonl", b"".join(lines[:third]))
+    write(root / "three" / "b.jsonl.zst", zst(b"".join(lines[third : 2 * third])))
+    write(root / "three" / "c.jsonl", b"".join(lines[2 * third :]))
+    return root
+
+
+MEDIUM_OPTS = ("--shard-size", "200KB", "--val-fraction", "0.1", "--workers", "1")
+
+
+@pytest.fixture(scope="module")
+def single(medium) -> dict[str, Path]:
+    """References, one process each: c.jsonl alone, and the three inputs of three/."""
+    prep("c.jsonl", *MEDIUM_OPTS, "--out", "single-c.jsonl", cwd=medium)
+    prep("three", *MEDIUM_OPTS, "--out", "single-three", cwd=medium)
+    return {"c.jsonl": medium / "single-c.jsonl", "three": medium / "single-three"}
+
+
+def test_workers_give_byte_identical_output(medium, single):
+    """--workers 1 and --workers 2: the same shard files and manifest.json, byte for byte."""
+    prep("c.jsonl", *MEDIUM_OPTS, "--workers", "2", "--out", "two", cwd=medium)
+    one, two = snapshot(single["c.jsonl"]), snapshot(medium / "two")
+    assert len([p for p in one if p.startswith("train/")]) >= 5
+    assert any(p.startswith("val/") for p in one)
+    assert one == two
+    got = ids(medium / "two")
+    assert len(got) == len(set(got)) == n_lines(medium / "c.jsonl")
+
+
+def test_rerun_over_finished_output_is_a_no_op(medium, single):
+    """A second run over finished output exits 0 at once and touches no file."""
+    out = medium / "rerun"
+    shutil.copytree(single["c.jsonl"], out)
+    before = mtimes(out)
+    t0 = time.perf_counter()
+    res = aunet("prep", "c.jsonl", *MEDIUM_OPTS, *STAGE_ARGS, "--out", out.name, cwd=medium)
+    assert res.returncode == 0, res.stderr
+    assert time.perf_counter() - t0 < 10
+    assert "nothing to do" in res.stderr
+    assert mtimes(out) == before
+
+
+@pytest.mark.parametrize(
+    ("inputs", "order"),
+    [("c.jsonl", "01"), ("three", "01"), ("three", "10")],
+    ids=["one-input", "three-inputs", "three-inputs-reversed"],
+)
+def test_job_array_equals_a_single_run(medium, single, inputs, order):
+    """--num-shards 2 with --shard-index 0 and 1 (either order) into one --out: the same
+    files and manifest.json as a single run; manifest.json only after the last job."""
+    out = medium / f"jobs-{inputs}-{order}"
+    for index in order:
+        assert not (out / "manifest.json").exists()
+        prep(
+            inputs, *MEDIUM_OPTS, "--out", out.name, "--num-shards", "2", "--shard-index", index,
+            cwd=medium,
+        )  # fmt: skip
+    assert snapshot(out) == snapshot(single[inputs])
+    got = ids(out)
+    assert len(got) == len(set(got)) == n_lines(medium / "c.jsonl")
+
+
+# --- SIGKILL and resume on ~30 MB ------------------------------------------------------
+
+BIG_ARGS = ("big.jsonl", *STAGE_ARGS, "-q", "--workers", "1", "--shard-size", "1MB")
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:
+    """~30 MB of JSON lines and its uninterrupted reference output in ref/."""
+    root = tmp_path_factory.mktemp("big")
+    write(root / "big.jsonl", varied_corpus(30_000_000, seed=2))
+    res = aunet("prep", *BIG_ARGS, "--out", "ref", cwd=root, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return root
+
+
+def shards(out: Path) -> list[str]:
+    train = out / "train"
+    return [n for n in os.listdir(train) if n.endswith(".arrow")] if train.exists() else []
+
+
+def writing_a_shard(out: Path) -> bool:
+    train = out / "train"
+    return train.exists() and any(".tmp-" in n for n in os.listdir(train))
+
+
+@pytest.fixture(scope="module")
+def killed(big) -> dict:
+    """`aunet prep` SIGKILLed (whole process group) once a shard exists, ideally while the
+    next one is being written; then the same command rerun to completion."""
+    proc = subprocess.Popen(
+        [str(AUNET), "prep", *BIG_ARGS, "--out", "killed"],
+        cwd=big,
+        env=aunet_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    out, mid_write, done = big / "killed", False, 0
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            done = len(shards(out))
+            mid_write = done >= 1 and writing_a_shard(out)
+            if mid_write or done >= 3:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.001)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if proc.returncode != -signal.SIGKILL or (out / "manifest.json").exists():
+        pytest.skip("the run finished before it could be killed")
+    res = aunet("prep", *BIG_ARGS, "--out", "killed", cwd=big, timeout=300)
+    return {"out": out, "shards_at_kill": done, "mid_write": mid_write, "rerun": res}
+
+
+def test_killed_run_resumes_to_identical_output(big, killed):
+    """SIGKILL after the first shard, rerun: the files of an uninterrupted run, nothing
+    lost or duplicated."""
+    assert 1 <= killed["shards_at_kill"] < len(shards(big / "ref"))
+    assert killed["rerun"].returncode == 0, killed["rerun"].stderr
+    assert snapshot(killed["out"], hidden=False) == snapshot(big / "ref", hidden=False)
+    got = ids(killed["out"])
+    assert len(got) == len(set(got)) == n_lines(big / "big.jsonl")
+
+
+def test_kill_during_a_shard_write_leaves_no_temporary_file(killed):
+    """Killed while a shard's temporary file existed: after the rerun none is left."""
+    if not killed["mid_write"]:
+        pytest.skip("the kill did not land during a shard write")
+    leftovers = [p.name for p in killed["out"].rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
