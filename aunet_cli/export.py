@@ -38,12 +38,17 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[AUNet, d
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
         raise AunetError(f"{cfg_path}: corrupt ({exc})") from None
-    if config.get("format") != MODEL_FORMAT:
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+        if not isinstance(config, dict):
+            raise AunetError(f"{cfg_path}: not a valid aunet model config (not a JSON object)")
         raise AunetError(
             f"{cfg_path}: format {config.get('format')!r}, this aunet reads {MODEL_FORMAT!r} "
             f"(written by aunet {config.get('aunet_version', '?')})"
         )
-    model = AUNet(ModelConfig(**config["model"]))
+    try:
+        model = AUNet(ModelConfig(**config["model"]))
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise AunetError(f"{cfg_path}: not a valid aunet model config ({exc!r})") from None
     try:
         state = load_file(str(weights), device=str(device))
         model.load_state_dict(state, strict=True)

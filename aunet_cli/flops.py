@@ -49,13 +49,16 @@ def flops_per_byte(cfg: ModelConfig, stage_lengths: list[float]) -> FlopsReport:
     """Forward FLOPs per byte for windows whose stages have the given mean lengths.
 
     `stage_lengths[s]` is the mean number of stage-(s+1) positions in a window of
-    `cfg.seq_len` bytes (the first is seq_len itself); capacity caps it.
+    `cfg.seq_len` bytes (the first is seq_len itself). A stage with a capacity
+    (`max_seqlen`) always computes that many positions (static shapes), so that is
+    what is counted; without one, the stage runs on the batch's real points (padding
+    to the longest row of a batch is not counted).
     """
     if len(stage_lengths) != cfg.n_stages:
         raise ValueError("one mean length per stage is needed")
     n_bytes = cfg.seq_len
     lengths = [
-        min(n, st.max_seqlen or n) if s else float(n_bytes)
+        (float(st.max_seqlen) if st.max_seqlen else n) if s else float(n_bytes)
         for s, (st, n) in enumerate(zip(cfg.stages, stage_lengths, strict=True))
     ]
     linear = attention = 0.0

@@ -245,9 +245,10 @@ def train_cmd(
 ) -> None:
     """Train (or resume) an AU-Net from a recipe; exports model.safetensors at the end."""
     from .recipe import load_recipe
+
+    rec = load_recipe(recipe, set_ or [])  # before importing Lightning: typos report fast
     from .train import run_training
 
-    rec = load_recipe(recipe, set_ or [])
     run = run_dir or Path("runs") / (rec.name or recipe.stem)
     result = run_training(rec, run, fresh=fresh, quiet=quiet)
     if not quiet:

@@ -204,7 +204,7 @@ def plan_stage(levels: torch.Tensor, stage: int, capacity: int | None) -> StageP
     is_point = levels > stage
     is_point[:, 0] = True
     count = is_point.sum(1)
-    cap = int(capacity or n)
+    cap = int(capacity) if capacity else int(count.max())  # no capacity: no padding waste
     pos = torch.arange(n, device=levels.device).expand(b, n)
     # stable order: points first (by position), then the rest
     key = torch.where(is_point, pos, pos + n)

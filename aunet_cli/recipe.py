@@ -8,6 +8,7 @@ validation (values parsed as YAML, so numbers and booleans work).
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -109,7 +110,8 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping with model, data, optim, trainer")
     for item in overrides or []:
-        _apply_override(raw, item)
+        key = _apply_override(raw, item)
+        lines[re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)] = f"--set {key}"
     return validate(raw, str(path), lines)
 
 
@@ -119,11 +121,15 @@ def validate(raw: dict[str, Any], source: str = "<recipe>", lines=None) -> Recip
     return recipe
 
 
-def _where(source: str, lines: dict[str, int], path: str) -> str:
+def _where(source: str, lines: dict[str, int | str], path: str) -> str:
+    """`file:line` of a key path (or of its nearest parent), or the --set that gave it."""
     key = path
     while key and key not in lines:
-        key = key.rpartition(".")[0]
-    return f"{source}:{lines[key]}" if key in lines else source
+        key = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key)
+    if key not in lines:
+        return source
+    where = lines[key]
+    return where if isinstance(where, str) else f"{source}:{where}"
 
 
 def _line_numbers(node, prefix: str, out: dict[str, int]) -> None:
@@ -139,7 +145,7 @@ def _line_numbers(node, prefix: str, out: dict[str, int]) -> None:
             _line_numbers(v, path, out)
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def _apply_override(raw: dict[str, Any], item: str) -> str:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE")
@@ -163,6 +169,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node[last] = parsed
     else:
         raise RecipeError(f"--set {key}: cannot set {last!r} here")
+    return key
 
 
 def _type_name(tp: Any) -> str:
@@ -244,8 +251,16 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         fail("model.stages", f"AU-Net has 1 to 4 stages, got {len(m.stages)}")
     for i, st in enumerate(m.stages):
         p = f"model.stages[{i}]"
-        if st.dim <= 0 or st.heads <= 0 or st.layers < 0:
-            fail(p, "dim and heads must be positive, layers >= 0")
+        if st.dim <= 0 or st.heads <= 0 or st.layers < 0 or st.decoder_layers < 0:
+            fail(p, "dim and heads must be positive, layers and decoder_layers >= 0")
+        if st.window is not None and st.window < 1:
+            fail(f"{p}.window", f"a sliding window covers >= 1 position, got {st.window}")
+        if st.max_seqlen is not None and st.max_seqlen < 1:
+            fail(
+                f"{p}.max_seqlen", f"capacity must be >= 1 (or null: no limit), got {st.max_seqlen}"
+            )
+        if st.mlp_hidden is not None and st.mlp_hidden < 1:
+            fail(f"{p}.mlp_hidden", "must be >= 1 (or null for ~8/3 dim)")
         if st.dim % st.heads or (st.dim // st.heads) % 2:
             fail(f"{p}.heads", f"dim {st.dim} must split into {st.heads} heads of even size")
         if i == 0 and st.max_seqlen is not None:
@@ -264,8 +279,23 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         )
     if not 0 <= d.val_tail < 1:
         fail("data.val_tail", "must be in [0, 1)")
-    if d.batch_size < 1:
-        fail("data.batch_size", "must be >= 1")
+    if not 0 <= d.val_fraction < 1:
+        fail("data.val_fraction", "must be in [0, 1)")
+    if d.batch_size < 1 or d.val_windows < 1:
+        fail("data", "batch_size and val_windows must be >= 1")
+    for name in ("max_steps", "max_time", "flops_budget"):
+        value = getattr(t, name)
+        if value is not None and value <= 0:
+            fail(f"trainer.{name}", f"must be positive (or null), got {value}")
+    if t.num_nodes < 1 or (
+        isinstance(t.devices, int)
+        and t.devices == 0
+        or isinstance(t.devices, int)
+        and t.devices < -1
+    ):
+        fail("trainer", "devices must be >= 1, -1 or 'auto'; num_nodes >= 1")
+    if r.optim.lr <= 0 or r.optim.weight_decay < 0:
+        fail("optim", "lr must be positive and weight_decay >= 0")
     if t.max_steps is None and t.flops_budget is None and t.max_time is None:
         fail("trainer", "set max_steps, flops_budget or max_time")
     if t.max_steps is not None and t.flops_budget is not None:

@@ -8,9 +8,12 @@ config.json, which load without Lightning and without unpickling.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
+import os
+import shutil
 import time
 import warnings
 from dataclasses import asdict
@@ -23,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from . import __version__
 from .data import AUNetData
@@ -151,6 +155,27 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run appends."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class AppendingCSVLogger(CSVLogger):
+    """RUN/metrics.csv that keeps the history across resumes (a step may repeat after a
+    kill: readers keep its last row)."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 class ExportAtEnd(Callback):
     def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
         self.run_dir, self.config = run_dir, config
@@ -197,11 +222,12 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
                     f"{run_dir}: holds a run with a different {section} section; "
                     "use another --run-dir, or --fresh to start over"
                 )
-        last = ckpt_dir / "last.ckpt"
-        resume = last if last.exists() else None
-    elif fresh and ckpt_dir.exists():
-        for p in ckpt_dir.glob("*.ckpt"):
-            p.unlink()
+        # the newest complete checkpoint (a kill can land between step-N and last)
+        found = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        resume = found[-1] if found else None
+    elif fresh:
+        for name in ("checkpoints", "data", "cache", "tb"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in ("metrics.csv", "compute.json", "model.safetensors", "config.json"):
             (run_dir / name).unlink(missing_ok=True)
     write_json_atomic(recipe_path, recipe.to_dict())
@@ -218,8 +244,7 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     model_probe = AUNet(m)
     report.params = model_probe.num_params()
     del model_probe
-    devices = 1 if t.devices == "auto" else t.devices
-    world = (devices if isinstance(devices, int) else 1) * t.num_nodes
+    world = _devices_count(t.devices, t.accelerator) * t.num_nodes
     bytes_per_step = m.seq_len * recipe.data.batch_size * t.accumulate * world
     total_steps = t.max_steps or 0
     if t.flops_budget:
@@ -257,7 +282,7 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
         num_nodes=t.num_nodes,
         use_distributed_sampler=False,
         logger=[
-            CSVLogger(save_dir=run_dir, name="", version=""),
+            AppendingCSVLogger(save_dir=run_dir, name="", version=""),
             TensorBoardLogger(save_dir=run_dir, name="tb", version=""),
         ],
         callbacks=callbacks,
@@ -269,6 +294,17 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
         "steps": trainer.global_step,
         **{k: float(v) for k, v in trainer.callback_metrics.items()},
     }
+
+
+def _devices_count(devices: int | str, accelerator: str) -> int:
+    """How many processes Lightning will start per node for `devices`."""
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
+        return len([d for d in devices.split(",") if d.strip()])
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
 
 
 def export_config(recipe: Recipe, prep_dir: Path) -> dict[str, Any]:
