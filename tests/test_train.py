@@ -1,0 +1,321 @@
+"""`aunet train` end to end: real subprocesses on a small generated corpus.
+
+Each run prepares the corpus with regex-words, trains a tiny 2-stage AU-Net on 64-byte
+windows for a handful of steps on CPU, and leaves a run directory that is inspected
+here. Kill-and-resume and DDP runs are marked slow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aunet_cli.export import load_model
+
+AUNET = Path(sys.executable).with_name("aunet")
+
+_WORDS = (
+    "the of and to in is was that for it with as his on be at by had are but from or have an "
+    "they which one you were all we her she there would their will when who him been has more "
+    "if no out so said what up its about than into them can only other time new some could "
+    "these two may first then do any like my now over such our man me even most made after "
+    "also did many before must through back years where much your way well down should "
+    "because each just those people how too little state good very make world still see own "
+    "men work long here get both between life being under never day same another know while "
+    "last might us great old year off come since against go came right used take three river "
+    "mountain garden letter window question morning evening history music language number"
+)
+WORDS = _WORDS.split()
+
+
+def corpus_text(seed: int = 0, size: int = 60_000) -> str:
+    """English-like paragraphs: sentences of common words, numbers and punctuation."""
+    rng = random.Random(seed)
+    paragraphs, total = [], 0
+    while total < size:
+        sentences = []
+        for _ in range(rng.randint(2, 6)):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(4, 16))]
+            if rng.random() < 0.3:
+                words.insert(rng.randrange(len(words)), str(rng.randint(1, 2025)))
+            if rng.random() < 0.2:
+                words[rng.randrange(len(words))] += ","
+            sentence = " ".join(words)
+            sentences.append(sentence[0].upper() + sentence[1:] + rng.choice(".!?."))
+        paragraph = " ".join(sentences)
+        paragraphs.append(paragraph)
+        total += len(paragraph) + 2
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def recipe_text(corpus: Path, max_steps: int = 12, ckpt_every: int = 4, val_every: int = 4) -> str:
+    return f"""\
+name: tiny
+model:
+  seq_len: 64
+  stages:
+    - {{dim: 32, layers: 1, decoder_layers: 1, heads: 2}}
+    - {{dim: 64, layers: 1, heads: 2, max_seqlen: 24}}
+data:
+  inputs: ["{corpus}"]
+  splitters: [regex-words]
+  val_fraction: 0.05
+  batch_size: 4
+  val_windows: 16
+optim:
+  lr: 0.003
+  warmup_steps: 2
+trainer:
+  max_steps: {max_steps}
+  val_every: {val_every}
+  ckpt_every: {ckpt_every}
+  log_every: 1
+  accelerator: cpu
+"""
+
+
+def env() -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    e["COLUMNS"] = "10000"
+    e["PYTHONUNBUFFERED"] = "1"
+    return e
+
+
+def train_cmd(recipe: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [str(AUNET), "train", str(recipe), "--run-dir", str(run_dir), "-q", *extra]
+
+
+def aunet_train(recipe: Path, run_dir: Path, *extra: str, timeout: float = 240):
+    """Run `aunet train` to completion; fail with its stderr if it does not exit 0."""
+    proc = subprocess.run(
+        train_cmd(recipe, run_dir, *extra),
+        capture_output=True, text=True, timeout=timeout, env=env(), cwd=recipe.parent,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """Training loss per step (rows deduplicated by step, the last one wins)."""
+    out = {}
+    for row in metrics(run_dir):
+        if row.get("loss"):
+            out[int(row["step"])] = float(row["loss"])
+    return out
+
+
+def ckpt_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def step_ckpts(run_dir: Path) -> dict[int, Path]:
+    return {int(p.stem.split("-")[1]): p for p in (run_dir / "checkpoints").glob("step-*.ckpt")}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A directory with corpus.txt (~60 KB) and recipe.yaml (12 steps)."""
+    d = tmp_path_factory.mktemp("train")
+    (d / "corpus.txt").write_text(corpus_text())
+    (d / "recipe.yaml").write_text(recipe_text(d / "corpus.txt"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def finished_run(workdir) -> Path:
+    """One finished 12-step run, shared (read-only) by the tests below."""
+    run = workdir / "finished"
+    aunet_train(workdir / "recipe.yaml", run)
+    return run
+
+
+# --- (a) a short run ----------------------------------------------------------------------
+
+
+def test_short_run_writes_metrics_compute_model_and_checkpoints(finished_run):
+    """A 12-step run leaves metrics.csv (finite loss and val_bpb), compute.json, the
+    exported model (loadable without Lightning) and step checkpoints."""
+    rows = metrics(finished_run)
+    assert "val_bpb" in rows[0]
+    val = [float(r["val_bpb"]) for r in rows if r["val_bpb"]]
+    assert len(val) == 3  # after steps 4, 8 and 12
+    assert all(math.isfinite(v) and 0 < v < 12 for v in val)
+    losses = train_losses(finished_run)
+    assert sorted(losses) == list(range(12))
+    assert all(math.isfinite(v) for v in losses.values())
+    assert losses[11] < losses[0]  # it learns something in 12 steps
+    assert val[-1] < val[0]
+
+    compute = json.loads((finished_run / "compute.json").read_text())
+    assert compute["flops_per_byte"] > 0
+    assert compute["train_flops_per_byte"] == pytest.approx(3 * compute["flops_per_byte"])
+    assert compute["params"]["total"] == compute["params"]["stage1"] + compute["params"]["stage2"]
+    assert compute["params"]["total"] > 0
+    assert compute["stage_lengths_per_window"][0] == 64
+    assert 1 <= compute["stage_lengths_per_window"][1] <= 24
+    assert compute["planned_steps"] == 12
+    assert compute["bytes_per_step"] == 64 * 4
+
+    assert (finished_run / "model.safetensors").is_file()
+    config = json.loads((finished_run / "config.json").read_text())
+    assert config["format"] == "aunet-model/1"
+    model, _ = load_model(finished_run)
+    assert model.num_params()["total"] == compute["params"]["total"]
+
+    assert (finished_run / "checkpoints" / "last.ckpt").is_file()
+    assert ckpt_step(finished_run / "checkpoints" / "last.ckpt") == 12
+    assert sorted(step_ckpts(finished_run)) == [8, 12]  # keep_checkpoints: 2
+    # the exported weights are the final checkpoint's weights
+    state = torch.load(finished_run / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=False)["state_dict"]  # fmt: skip
+    exported = load_file(str(finished_run / "model.safetensors"))
+    assert all(torch.equal(state[f"model.{k}"], v) for k, v in exported.items())
+
+
+# --- (d) rerun and --fresh ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rerun(finished_run, workdir) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the finished run, run again with the same command."""
+    run = workdir / "rerun"
+    shutil.copytree(finished_run, run)
+    proc = aunet_train(workdir / "recipe.yaml", run)
+    return run, proc
+
+
+def test_rerun_of_a_finished_run_does_no_extra_steps(rerun, finished_run):
+    """Rerunning a finished run resumes at max_steps and trains nothing more."""
+    run, _proc = rerun
+    assert ckpt_step(run / "checkpoints" / "last.ckpt") == 12
+    assert sorted(step_ckpts(run)) == [8, 12]
+    a = load_file(str(finished_run / "model.safetensors"))
+    b = load_file(str(run / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if (run / "metrics.csv").exists():  # no new training rows (see the next test)
+        assert train_losses(run) == train_losses(finished_run)
+
+
+def test_rerun_keeps_the_metrics_history(rerun, finished_run):
+    """metrics.csv of a finished run survives running the same command again."""
+    run, _ = rerun
+    assert (run / "metrics.csv").exists()
+    assert train_losses(run) == train_losses(finished_run)
+
+
+def test_fresh_starts_over(finished_run, workdir):
+    """--fresh discards the checkpoints and trains from step 0 (here to 8 steps, not 12)."""
+    run = workdir / "fresh"
+    shutil.copytree(finished_run, run)
+    aunet_train(workdir / "recipe.yaml", run, "--fresh", "--set", "trainer.max_steps=8")
+    assert ckpt_step(run / "checkpoints" / "last.ckpt") == 8
+    assert sorted(step_ckpts(run)) == [4, 8]  # step 12 of the old run is gone
+    losses = train_losses(run)
+    assert sorted(losses) == list(range(8))
+    # same seed and data, so it retraces the original from its initial weights until the
+    # cosine schedule (stretched over 8 steps instead of 12) changes the step-3 update
+    original = train_losses(finished_run)
+    assert all(abs(losses[s] - original[s]) < 1e-5 for s in range(4))
+    assert abs(losses[7] - original[7]) > 1e-6
+
+
+def test_fresh_with_a_changed_data_section(finished_run, workdir):
+    """--fresh after a change of the data section (the conflict message without --fresh
+    says to use --fresh) retrains on the newly prepared data."""
+    run = workdir / "fresh-data"
+    shutil.copytree(finished_run, run)
+    changed = ("--set", "data.doc_per=line", "--set", "trainer.max_steps=2")
+    aunet_train(workdir / "recipe.yaml", run, "--fresh", *changed)
+    assert ckpt_step(run / "checkpoints" / "last.ckpt") == 2
+
+
+# --- (b) kill and resume ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_and_resume_matches_an_uninterrupted_run(workdir):
+    """SIGKILL mid-run, rerun the same command: the steps after the resume point have
+    the same training losses (1e-5) as a run that was never interrupted, and the final
+    weights agree."""
+    recipe = workdir / "recipe40.yaml"
+    recipe.write_text(recipe_text(workdir / "corpus.txt", max_steps=40, ckpt_every=5,
+                                  val_every=10))  # fmt: skip
+    straight = workdir / "straight"
+    aunet_train(recipe, straight)
+
+    run = workdir / "killed"
+    proc = subprocess.Popen(
+        train_cmd(recipe, run), env=env(), cwd=workdir, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not any(s >= 10 for s in step_ckpts(run) if (run / "checkpoints").exists()):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint at step >= 10 in time"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # last.ckpt is written just after step-N.ckpt, so the kill may land between the two:
+    # the resume point is last.ckpt's step (N or N - 5)
+    resumed_at = ckpt_step(run / "checkpoints" / "last.ckpt")
+    assert 5 <= resumed_at < 40 and resumed_at % 5 == 0
+
+    aunet_train(recipe, run)
+    assert ckpt_step(run / "checkpoints" / "last.ckpt") == 40
+    want, got = train_losses(straight), train_losses(run)
+    assert sorted(want) == list(range(40))
+    after = [s for s in got if s >= resumed_at]
+    assert after == list(range(resumed_at, 40))
+    worst = max(abs(got[s] - want[s]) for s in after)
+    assert worst < 1e-5, f"losses after the resume at step {resumed_at} differ by {worst}"
+    a = load_file(str(straight / "model.safetensors"))
+    b = load_file(str(run / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+# --- (c) DDP on CPU -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(workdir):
+    """Two DDP processes (gloo) train a few steps, validate, checkpoint and export."""
+    run = workdir / "ddp"
+    aunet_train(
+        workdir / "recipe.yaml", run,
+        "--set", "trainer.devices=2", "--set", "trainer.strategy=ddp",
+        "--set", "trainer.accelerator=cpu", "--set", "trainer.max_steps=6",
+        "--set", "trainer.val_every=3", "--set", "trainer.ckpt_every=3",
+        timeout=400,
+    )  # fmt: skip
+    losses = train_losses(run)
+    assert sorted(losses) == list(range(6))
+    assert all(math.isfinite(v) for v in losses.values())
+    val = [float(r["val_bpb"]) for r in metrics(run) if r["val_bpb"]]
+    assert len(val) == 2 and all(math.isfinite(v) for v in val)
+    assert ckpt_step(run / "checkpoints" / "last.ckpt") == 6
+    assert json.loads((run / "compute.json").read_text())["bytes_per_step"] == 64 * 4 * 2
+    model, _ = load_model(run)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
