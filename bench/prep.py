@@ -1,0 +1,445 @@
+"""Benchmark: `aunet prep` against the official regex splitting, on this machine.
+
+What it measures, for an English corpus (Python docs, repeated to --mb MB) and a
+Chinese one (all of /work/shared/corpora/zh/*.txt, repeated to --zh-mb MB), with
+1, 2 and 3 pooling stages (regex-words, + regex-word-pairs, + regex-4words):
+
+* reference split MB/s -- `bench/reference_split.levels_reference` (the official
+  semantics written plainly with the `regex` module, one paragraph at a time) on an
+  evenly spaced sample of the paragraphs (--ref-mb MB); only the splitting is timed
+  (best of --repeat runs, as for the next column);
+* aunet split MB/s -- `Pipeline.from_specs(specs).levels(TextBatch.from_docs(batch))`
+  over all paragraphs in batches of ~4 MB; only batching + splitting is timed;
+* prep 1 worker / N workers MB/s -- input bytes / wall seconds of the whole
+  `aunet prep FILE -s ... --out DIR --quiet --doc-per paragraph --val-fraction 0.01
+  --shard-size 8MB --workers W` process (start-up, reading, splitting, writing
+  Arrow shards, manifest), W = 1 and W = N = all cores;
+* peak RSS -- the largest sum of RSS over the prep process and all its children,
+  polled every 20 ms with psutil;
+* speedup = N-worker MB/s / 1-worker MB/s; ratio vs reference = prep 1-worker MB/s /
+  reference split MB/s.
+
+Paragraphs are cut exactly as `aunet prep --doc-per paragraph` cuts them (blank
+lines separate them), so every column processes the same documents (note that
+zh/manpages_zh_CN.txt has no blank line: it is one 2.4 MB paragraph). MB = 10**6
+bytes. The footer also shows the wall and CPU seconds of each prep run, how busy
+other processes kept the machine during each row (before each row the script
+waits up to --wait-quiet s for them to go idle; it cannot stop them), and that
+aunet's mode=official equals the reference on the sampled paragraphs.
+
+Target: three-stage prep, end to end, with ONE worker, at >= 25x the reference's
+splitting alone (the "ratio vs reference" column of the 3-stage rows), and
+near-linear scaling with workers (speedup close to N).
+
+    .venv/bin/python bench/prep.py            # full run (50 MB en, 20 MB zh)
+    .venv/bin/python bench/prep.py --quick    # 5 MB corpora, a sanity run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path[:0] = [str(ROOT), str(BENCH)]
+
+from reference_split import levels_reference  # noqa: E402
+
+from splitters import Pipeline, TextBatch  # noqa: E402
+
+MB = 1_000_000
+CORPORA = Path("/work/shared/corpora")
+STAGES = ("regex-words", "regex-word-pairs", "regex-4words")
+# The same paragraph break as aunet_cli/readers.py (--doc-per paragraph).
+PARAGRAPH_BREAK = re.compile(rb"\r?\n(?:[ \t\f\v\r]*\n)+")
+BATCH_BYTES = 4 * MB
+POLL_S = 0.02
+WARM_UP = "warm-up: 中文, ü, 123 -- \n\n".encode()
+
+
+# --- corpora ---------------------------------------------------------------------------
+
+
+def build_corpus(sources: list[Path], target: int, dest: Path) -> tuple[Path, bytes]:
+    """Concatenate `sources` (blank line between) and repeat until >= target bytes,
+    then cut at the first paragraph break after `target`. Returns the file and one
+    copy of the text (at most the whole corpus)."""
+    base = b"\n\n".join(p.read_bytes().strip(b"\n") for p in sources) + b"\n\n"
+    reps = -(-target // len(base))
+    data = base * reps
+    cut = PARAGRAPH_BREAK.search(data, target)
+    if cut is not None:
+        data = data[: cut.end()]
+    dest.write_bytes(data)
+    return dest, data[: len(base)]
+
+
+def paragraphs(data: bytes) -> list[bytes]:
+    out = []
+    for piece in PARAGRAPH_BREAK.split(data):
+        piece = piece.strip(b"\r\n")
+        if piece:
+            out.append(piece)
+    return out
+
+
+def sample(docs: list[bytes], target: int) -> list[bytes]:
+    """About `target` bytes of paragraphs, evenly spaced through `docs` (all of them
+    when they are not much more than that)."""
+    total = sum(map(len, docs))
+    if total <= 1.25 * target:
+        return docs
+    picked, seen, taken = [], 0, 0
+    for d in docs:
+        # Decided before looking at d's size, so long paragraphs are not favoured.
+        if taken <= seen * target / total:
+            picked.append(d)
+            taken += len(d)
+        seen += len(d)
+    return picked
+
+
+# --- splitting alone -------------------------------------------------------------------
+
+
+def bench_reference(docs: list[bytes], n_stages: int) -> float:
+    nbytes = sum(map(len, docs))
+    for d in docs[:100]:  # warm-up, untimed
+        levels_reference(d, n_stages)
+    t0 = time.perf_counter()
+    for d in docs:
+        levels_reference(d, n_stages)
+    return nbytes / MB / (time.perf_counter() - t0)
+
+
+def batches(docs: list[bytes], size: int = BATCH_BYTES) -> list[list[bytes]]:
+    out, cur, n = [], [], 0
+    for d in docs:
+        cur.append(d)
+        n += len(d)
+        if n >= size:
+            out.append(cur)
+            cur, n = [], 0
+    if cur:
+        out.append(cur)
+    return out
+
+
+def bench_aunet(docs: list[bytes], specs: list[str]) -> float:
+    pipe = Pipeline.from_specs(specs)
+    groups = batches(docs)
+    nbytes = sum(map(len, docs))
+    pipe.levels(TextBatch.from_docs([*docs[:100], WARM_UP]))  # lazy tables; untimed
+    t0 = time.perf_counter()
+    for g in groups:
+        pipe.levels(TextBatch.from_docs(g))
+    return nbytes / MB / (time.perf_counter() - t0)
+
+
+def official_agreement(docs: list[bytes], n_stages: int) -> tuple[int, int]:
+    """Paragraphs on which aunet's mode=official equals the reference (a sanity check
+    that both sides compute the same thing; not timed)."""
+    pipe = Pipeline.from_specs([f"{s}:mode=official" for s in STAGES[:n_stages]])
+    same = 0
+    for g in batches(docs):
+        batch = TextBatch.from_docs(g)
+        lv = pipe.levels(batch)
+        for i, d in enumerate(g):
+            lo, hi = batch.offsets[i], batch.offsets[i + 1]
+            same += lv[lo:hi].tolist() == levels_reference(d, n_stages)
+    return same, len(docs)
+
+
+# --- end to end ------------------------------------------------------------------------
+
+
+def aunet_exe() -> str:
+    exe = Path(sys.executable).parent / "aunet"
+    return str(exe) if exe.exists() else (shutil.which("aunet") or "aunet")
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):  # a worker may exit meanwhile
+            total += p.memory_info().rss
+    return total
+
+
+def run_prep(corpus: Path, specs: list[str], workers: int, out: Path) -> tuple[float, int, float]:
+    """(wall seconds, peak tree RSS bytes, CPU seconds of the tree) of one `aunet prep` run."""
+    cmd = [aunet_exe(), "prep", str(corpus)]
+    for s in specs:
+        cmd += ["-s", s]
+    cmd += [
+        "--out", str(out), "--quiet", "--doc-per", "paragraph", "--workers", str(workers),
+        "--val-fraction", "0.01", "--shard-size", "8MB",
+    ]  # fmt: skip
+    peak = 0
+    done = threading.Event()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def poll() -> None:
+        nonlocal peak
+        try:
+            proc = psutil.Process(popen.pid)
+        except psutil.Error:
+            return
+        while not done.is_set():
+            peak = max(peak, tree_rss(proc))
+            done.wait(POLL_S)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        stdout, stderr = popen.communicate()
+    except BaseException:  # interrupted: leave no prep running behind us
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(popen.pid).children(recursive=True):
+                child.kill()
+        popen.kill()
+        popen.wait()
+        raise
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the prep and its reaped workers
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    done.set()
+    poller.join()
+    if popen.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({popen.returncode}):\n{stdout.decode()}{stderr.decode()}"
+        )
+    if not (out / "manifest.json").exists():
+        raise RuntimeError(f"{' '.join(cmd)}: no manifest.json written")
+    shutil.rmtree(out)
+    return wall, peak, cpu
+
+
+class OtherLoad:
+    """CPU seconds that processes outside this benchmark's process tree used meanwhile
+    (system busy time minus ours): a check that nothing else skewed the numbers."""
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy(), self._own()
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()  # children: every waited-for descendant (prep and its workers)
+        return t.user + t.system + t.children_user + t.children_system
+
+    def cores(self) -> float:
+        """Average number of cores the rest of the machine kept busy."""
+        other = (self._busy() - self.busy0) - (self._own() - self.own0)
+        return max(other, 0.0) / (time.perf_counter() - self.t0)
+
+
+def wait_quiet(limit_s: float, max_cores: float = 0.15) -> float:
+    """Wait (up to limit_s) for a second in which other processes keep less than
+    max_cores busy; returns the last measured load."""
+    deadline = time.perf_counter() + limit_s
+    while True:
+        load = OtherLoad()
+        time.sleep(1.0)
+        cores = load.cores()
+        if cores < max_cores or time.perf_counter() >= deadline:
+            return cores
+
+
+def _spin(seconds: float) -> int:
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(10_000):
+            n += 1
+    return n
+
+
+def scaling_ceiling(n: int, seconds: float = 1.5) -> float:
+    """Work done by n busy processes / by one, in the same time (vCPUs may share
+    physical cores or caches, so this can be well below n)."""
+    with ProcessPoolExecutor(n) as pool:
+        list(pool.map(_spin, [0.2] * n))  # start the workers first
+        one = pool.submit(_spin, seconds).result()
+        many = sum(pool.map(_spin, [seconds] * n))
+    return many / one
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_head() -> str:
+    """The commit, and whether the source (bench/ aside) differs from it (read-only)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        diff = subprocess.run(
+            ["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", ".", ":!bench"],
+            capture_output=True,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + (" + uncommitted changes" if diff.returncode else " (tracked files clean)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mb", type=float, default=50, help="English corpus size, MB (default 50)")
+    ap.add_argument("--zh-mb", type=float, default=20, help="Chinese corpus size, MB (default 20)")
+    ap.add_argument("--ref-mb", type=float, default=5, help="reference sample size, MB (default 5)")
+    ap.add_argument("--quick", action="store_true", help="5 MB corpora (sanity run)")
+    ap.add_argument("--workers", type=int, help="N of the N-worker runs (default: all cores)")
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="splitting-alone timings: best of this many (2)"
+    )
+    ap.add_argument(
+        "--wait-quiet", type=float, default=60,
+        help="before each row, wait up to this many s for other processes to go idle (60)",
+    )  # fmt: skip
+    ap.add_argument("--no-check", action="store_true", help="skip the mode=official check")
+    args = ap.parse_args()
+    if args.quick:
+        args.mb = args.zh_mb = 5
+    n_workers = args.workers or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+
+    print("# aunet prep benchmark")
+    print()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    print(f"- CPU: {cpu_model()}; os.cpu_count() = {os.cpu_count()}; usable cores = {usable}; "
+          f"memory = {psutil.virtual_memory().total / 2**30:.1f} GiB")  # fmt: skip
+    print(f"- Python {platform.python_version()}; aunet commit {git_head()}")
+    backend = getattr(importlib.import_module("splitters.regex_family"), "BACKEND", {}).get("name")
+    print(f"- regex splitter backend in this process: {backend}")
+    print(f"- N workers = {n_workers}; --shard-size 8MB; --val-fraction 0.01; MB = 10^6 bytes")
+    if args.wait_quiet > 0:
+        wait_quiet(args.wait_quiet)
+    ceiling = scaling_ceiling(n_workers)
+    print(f"- machine scaling ceiling: {n_workers} processes of a pure-Python CPU loop do "
+          f"{ceiling:.3f}x the work of one (about the best N-worker speedup here)")  # fmt: skip
+    print("- load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still clean up the work dir
+    work_root = BENCH / "_work"
+    work_root.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="prep-", dir=work_root))
+    rows = []
+    checks = []
+    try:
+        corpora = [
+            ("en pydocs", [CORPORA / "en" / "pydocs.txt"], args.mb),
+            ("zh", sorted((CORPORA / "zh").glob("*.txt")), args.zh_mb),
+        ]
+        built = []
+        for name, sources, mb in corpora:
+            path, one_copy = build_corpus(sources, int(mb * MB), work / f"{name.split()[0]}.txt")
+            data = path.read_bytes()
+            docs = paragraphs(data)
+            # From one copy of the sources: a repeated corpus adds nothing to the sample.
+            ref_docs = sample(paragraphs(one_copy), int(args.ref_mb * MB))
+            built.append((name, path, len(data), docs, ref_docs))
+            biggest = max(map(len, docs))
+            print(f"- corpus {name}: {len(data) / MB:.2f} MB, {len(docs)} paragraphs "
+                  f"(largest {biggest / MB:.2f} MB), reference sample "
+                  f"{sum(map(len, ref_docs)) / MB:.2f} MB ({len(ref_docs)} paragraphs); "
+                  f"from {', '.join(p.name for p in sources)}")  # fmt: skip
+        print()
+        sys.stdout.flush()
+
+        for name, path, size, docs, ref_docs in built:
+            for k in (1, 2, 3):
+                specs = list(STAGES[:k])
+                print(f"  running {name}, {k} stage(s) ...", file=sys.stderr, flush=True)
+                if args.wait_quiet > 0:
+                    wait_quiet(args.wait_quiet)
+                load = OtherLoad()
+                ref = max(bench_reference(ref_docs, k) for _ in range(args.repeat))
+                ours = max(bench_aunet(docs, specs) for _ in range(args.repeat))
+                w1, rss1, cpu1 = run_prep(path, specs, 1, work / "out")
+                wn, rssn, cpun = run_prep(path, specs, n_workers, work / "out")
+                p1, pn = size / MB / w1, size / MB / wn
+                other = load.cores()
+                rows.append(
+                    (name, k, ref, ours, p1, pn, pn / p1, p1 / ref, rss1, rssn,
+                     w1, wn, cpu1, cpun, other)
+                )  # fmt: skip
+                if not args.no_check:
+                    checks.append((name, k, *official_agreement(ref_docs, k)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):  # left there if something else is in it
+            work_root.rmdir()
+
+    print(
+        "| corpus | stages | reference split MB/s | aunet split MB/s | prep 1 worker MB/s "
+        f"| prep {n_workers} workers MB/s | speedup | ratio vs reference "
+        "| peak RSS 1w (MB) | peak RSS Nw (MB) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, k, ref, ours, p1, pn, sp, ratio, rss1, rssn, *_ in rows:
+        print(
+            f"| {name} | {k} | {ref:.3f} | {ours:.3f} | {p1:.3f} | {pn:.3f} | {sp:.3f}x "
+            f"| {ratio:.2f}x | {rss1 / MB:.1f} | {rssn / MB:.1f} |"
+        )
+    print()
+    print("prep wall s / CPU s of the process tree, 1 worker | N workers: " + "; ".join(
+        f"{name} {k}st {w1:.2f}/{c1:.2f} | {wn:.2f}/{cn:.2f}"
+        for name, k, *_, w1, wn, c1, cn, _ in rows))  # fmt: skip
+    print("Other processes on the machine during each row (average busy cores; 0 = quiet): "
+          + "; ".join(f"{name} {k}st {o:.2f}" for name, k, *_, o in rows))  # fmt: skip
+    if checks:
+        print("aunet mode=official == reference on the sampled paragraphs: " + "; ".join(
+            f"{name} {k}st {same}/{total}" for name, k, same, total in checks))  # fmt: skip
+    print()
+    print("Targets:")
+    three = [(name, row[4], row[5]) for name, k, *row in rows if k == 3]  # speedup, ratio
+    for name, _, ratio in three:
+        verdict = "MET" if ratio >= 25 else "NOT MET"
+        print(f"- {name}, 3 stages, 1 worker: {ratio:.2f}x the reference split "
+              f"(>= 25x: {verdict})")  # fmt: skip
+    for name, sp, _ in three:
+        print(f"- {name}, 3 stages: {n_workers} workers = {sp:.3f}x one worker "
+              f"(near-linear: ~{n_workers}x; efficiency {sp / n_workers:.0%})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
