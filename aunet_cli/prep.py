@@ -57,8 +57,7 @@ class Chunk:
     input_index: int
     input_name: str
     index: int
-    keys: list[int]
-    batch: TextBatch  # the documents, joined (one buffer pickles fast to a worker)
+    parts: dict[str, tuple[list[int], TextBatch]]  # split -> (record keys, joined documents)
     skipped: dict[str, int]
     input_size: int
     input_mtime_ns: int
@@ -110,18 +109,11 @@ def _init_worker(specs: tuple[str, ...], threads: bool = True) -> None:
         pa.set_io_thread_count(1)
 
 
-def process_chunk(chunk: Chunk, out: Path, val_fraction: float) -> dict[str, Any]:
+def process_chunk(chunk: Chunk, out: Path) -> dict[str, Any]:
     """Split a chunk's documents, write its shards atomically, then its state file."""
     assert _pipeline is not None
     pipe = _pipeline
-    batch = chunk.batch
-    levels = _levels(pipe, batch)
     sch = schema(pipe.depth, pipe.describe(), __version__)
-    ids = pc.binary_join_element_wise(
-        f"{chunk.input_name}#", pc.cast(pa.array(chunk.keys, pa.int64()), pa.string()), ""
-    )
-    table = build_table(sch, ids, batch.data, batch.offsets, levels)
-    val = val_mask(chunk.input_name, chunk.keys, val_fraction)
     state: dict[str, Any] = {
         "input_index": chunk.input_index,
         "chunk": chunk.index,
@@ -131,19 +123,17 @@ def process_chunk(chunk: Chunk, out: Path, val_fraction: float) -> dict[str, Any
         "splits": {},
         "shards": [],
     }
-    doc_bytes = np.diff(batch.offsets)
-    for split, rows in (("train", ~val), ("val", val)):
-        n_rows = int(rows.sum())
-        if not n_rows:
+    for split, (keys, batch) in chunk.parts.items():
+        if not keys:
             continue
-        part = table if n_rows == len(rows) else table.filter(pa.array(rows))
+        levels = _levels(pipe, batch)
+        ids = pc.binary_join_element_wise(
+            f"{chunk.input_name}#", pc.cast(pa.array(keys, pa.int64()), pa.string()), ""
+        )
         rel = f"{split}/shard-{chunk.key}.arrow"
-        info = write_atomic(out / rel, part)
-        units = [
-            pc.sum(pc.list_value_length(part[f"pool_{k}"])).as_py() or 0
-            for k in range(1, pipe.depth + 1)
-        ]
-        n_bytes = int(doc_bytes[rows].sum())
+        info = write_atomic(out / rel, build_table(sch, ids, batch.data, batch.offsets, levels))
+        units = [int(np.count_nonzero(levels >= k)) for k in range(1, pipe.depth + 1)]
+        n_rows, n_bytes = len(keys), batch.n_bytes
         state["splits"][split] = {"documents": n_rows, "bytes": n_bytes, "units": units}
         state["shards"].append({"path": rel, "rows": n_rows, "bytes": n_bytes, **info})
     write_json_atomic(_state_path(out, chunk.key), state)
@@ -216,9 +206,9 @@ def prep(
             _check_resumable(out, chunk)
             return
         if pool is None:
-            process_chunk(chunk, out, opts.val_fraction)
+            process_chunk(chunk, out)
             return
-        in_flight.append(pool.submit(process_chunk, chunk, out, opts.val_fraction))
+        in_flight.append(pool.submit(process_chunk, chunk, out))
         while len(in_flight) >= 2 * opts.workers:
             in_flight.popleft().result()
 
@@ -257,10 +247,21 @@ def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
     def flush(n: int) -> None:
         nonlocal keys, docs, skipped, size, chunk_index
         if owns(chunk_index):
-            batch = TextBatch.from_docs(docs[:n])
-            c = Chunk(
-                ii, inp.name, chunk_index, keys[:n], batch, dict(skipped), inp.size, inp.mtime_ns
+            val = val_mask(inp.name, keys[:n], opts.val_fraction)
+            parts = (
+                {
+                    split: (
+                        [k for k, v in zip(keys[:n], val, strict=True) if v == is_val],
+                        TextBatch.from_docs(
+                            [d for d, v in zip(docs[:n], val, strict=True) if v == is_val]
+                        ),
+                    )
+                    for split, is_val in (("train", False), ("val", True))
+                }
+                if val.any()
+                else {"train": (keys[:n], TextBatch.from_docs(docs[:n]))}
             )
+            c = Chunk(ii, inp.name, chunk_index, parts, dict(skipped), inp.size, inp.mtime_ns)
             submit(c)
         progress.advance(0, n)
         keys, docs, skipped = keys[n:], docs[n:], Counter()
