@@ -262,6 +262,20 @@ def train_cmd(
         _print_sample(run, rec.sample.prompt, rec.sample.max_bytes, rec.sample.temperature)
 
 
+@app.command("plot")
+def plot_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories of `aunet train`.")],
+    out_png: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path(
+        "bpb.png"
+    ),
+) -> None:
+    """Plot train/val bits per byte against steps and training FLOPs (one PNG)."""
+    from .plot import plot_runs
+
+    path = plot_runs(runs, out_png)
+    err.print(f"wrote {path}")
+
+
 def _print_sample(run: Path, prompt: str, max_bytes: int, temperature: float) -> None:
     try:
         from .generate import sample_text
