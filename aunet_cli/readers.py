@@ -268,6 +268,14 @@ class DocBatch:
     docs: list[bytes]
     skipped: Counter[str] = field(default_factory=Counter)
 
+    def add(self, key: int, data: bytes) -> None:
+        """A document, unless it is empty (then it is counted as skipped)."""
+        if data:
+            self.keys.append(key)
+            self.docs.append(data)
+        else:
+            self.skipped["empty document"] += 1
+
 
 class BadRecords:
     """Applies --on-error: raise for a bad record, or count it as skipped."""
@@ -403,11 +411,7 @@ def _jsonl(opts: ReadOptions, stream: BinaryIO, bad: BadRecords) -> Iterator[Doc
         if not isinstance(value, str):
             bad(batch, f"field {field_!r} is {type(value).__name__}, expected a string", where)
             continue
-        if not value:
-            batch.skipped["empty document"] += 1
-            continue
-        batch.keys.append(lineno)
-        batch.docs.append(to_bytes(value))
+        batch.add(lineno, to_bytes(value))
     yield batch
 
 
@@ -430,12 +434,7 @@ def _parquet(inp: InputFile, opts: ReadOptions, bad: BadRecords) -> Iterator[Doc
             if value is None:
                 bad(batch, "null text", f"row {row}")
                 continue
-            data = to_bytes(value) if isinstance(value, str) else value
-            if not data:
-                batch.skipped["empty document"] += 1
-                continue
-            batch.keys.append(row)
-            batch.docs.append(bytes(data))
+            batch.add(row, to_bytes(value) if isinstance(value, str) else bytes(value))
         yield batch
 
 
