@@ -1,0 +1,39 @@
+"""The shipped recipes validate, and the Shakespeare ones are compute-matched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aunet_cli.flops import flops_per_byte
+from aunet_cli.recipe import load_recipe
+from splitters import Pipeline
+
+from .conftest import shared_path
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(path):
+    load_recipe(path)
+
+
+def test_shakespeare_recipes_have_equal_flops_per_byte_and_budget():
+    """Measured on the text itself, as `aunet train` measures it (mean positions per
+    window, the window start included); within 2% of each other, same training FLOPs."""
+    data = shared_path("corpora/en/shakespeare.txt").read_bytes()
+    levels = Pipeline.from_specs(["regex-words", "regex-word-pairs"]).levels_of(data)
+    recipes = [load_recipe(RECIPES / f"shakespeare-aunet{n}.yaml") for n in (1, 2, 3)]
+    seq = recipes[0].model.seq_len
+    windows = levels[: len(levels) // seq * seq].reshape(-1, seq)
+    lengths = [float(seq)] + [float(((windows[:, 1:] >= k).sum(1) + 1).mean()) for k in (1, 2)]
+    flops = [flops_per_byte(r.model, lengths[: r.model.n_stages]).per_byte for r in recipes]
+    assert max(flops) / min(flops) < 1.02, flops
+    assert len({r.trainer.flops_budget for r in recipes}) == 1
+    assert len({(r.model.seq_len, r.data.batch_size) for r in recipes}) == 1
+    # capacity: no window of this text overflows the word stage
+    assert ((windows[:, 1:] >= 1).sum(1) + 1).max() <= recipes[1].model.stages[1].max_seqlen
+    assert np.isfinite(flops).all()
