@@ -125,7 +125,8 @@ def _where(source: str, lines: dict[str, int | str], path: str) -> str:
     """`file:line` of a key path (or of its nearest parent), or the --set that gave it."""
     key = path
     while key and key not in lines:
-        key = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key)
+        parent = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key)
+        key = parent if parent != key else ""
     if key not in lines:
         return source
     where = lines[key]
