@@ -12,7 +12,8 @@ What it measures, side by side in one process on this CPU (float32):
 * FLOPs/byte = aunet_cli.flops.flops_per_byte(cfg, stage_lengths).per_byte (forward
   matmul FLOPs, attention included) with the MEAN stage lengths of the windows used;
 * achieved FLOP/s = 3 x FLOPs/byte x bytes/s (backward ~ 2 x forward), and its ratio to
-  AU-Net-1's; also the seconds per step spent in forward, backward and the optimizer.
+  AU-Net-1's (also from the median step, which bursts of load move less); and the seconds
+  per step spent in forward, backward and the optimizer.
 
 The bytes are real text: /work/shared/corpora/en/shakespeare.txt (--corpus) cut into
 512-byte windows, split by this project's `regex-words` + `regex-word-pairs` pipeline
@@ -159,6 +160,7 @@ class Runner:
         self.caps = [st.max_seqlen for st in cfg.stages[1:]]
         self.flops_per_byte = flops_per_byte(cfg, lengths).per_byte
         self.times = [0.0, 0.0, 0.0]  # forward, backward, optimizer
+        self.steps: list[float] = []  # seconds of each step
         self.padding: list[list[float]] = [[] for _ in self.caps]
 
     def step(self, tokens: torch.Tensor, levels: torch.Tensor) -> None:
@@ -177,9 +179,11 @@ class Runner:
         t3 = time.perf_counter()
         for k, dt in enumerate((t1 - t0, t2 - t1, t3 - t2)):
             self.times[k] += dt
+        self.steps.append(t3 - t0)
 
     def reset(self) -> None:
         self.times = [0.0, 0.0, 0.0]
+        self.steps = []
         self.padding = [[] for _ in self.caps]
 
 
@@ -353,6 +357,19 @@ def main() -> None:
     ratio = rows[1][4] / base
     verdict = "met" if ratio >= 0.85 else "MISSED"
     print(f"\nTarget AU-Net-2 >= 0.85x AU-Net-1: {verdict} ({ratio:.2f}x)")
+    # Bursts of load from other processes slow a few steps ~3x (two threads on two cores);
+    # the median and the fastest step of each model are less sensitive to them.
+    print("seconds per timed step (interleaved order):")
+    for r, *_ in rows:
+        print(f"  {r.name}: {' '.join(f'{t:.2f}' for t in r.steps)}")
+    for label, pick in (("median", np.median), ("fastest", np.min)):
+        rate = [row[2] / float(pick(row[0].steps)) for row in rows]
+        print(
+            f"achieved FLOP/s vs AU-Net-1 from the {label} step: "
+            + ", ".join(
+                f"{r.name} {x / rate[0]:.2f}x" for (r, *_), x in zip(rows, rate, strict=True)
+            )
+        )
 
     if args.profile:
         for r in runners:
