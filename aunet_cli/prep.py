@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable
@@ -422,7 +421,3 @@ def build_manifest(input_states, chunks, fp, depth: int) -> dict[str, Any]:
 
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def elapsed(t0: float) -> float:
-    return time.perf_counter() - t0

@@ -444,7 +444,3 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(BLOCK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def same_file(inp: InputFile, size: int, mtime_ns: int) -> bool:
-    return inp.builtin or (inp.path is not None and (inp.size, inp.mtime_ns) == (size, mtime_ns))

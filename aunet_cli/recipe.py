@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import AunetError
-from .model import ModelConfig, StageConfig
+from .model import ModelConfig
 
 
 class RecipeError(AunetError):
@@ -311,7 +311,3 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         fail("optim", "warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
     if len(r.optim.betas) != 2:
         fail("optim.betas", "two values, e.g. [0.9, 0.95]")
-
-
-def stage_config_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(StageConfig)]

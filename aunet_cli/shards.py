@@ -110,15 +110,3 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def open_table(path: Path) -> pa.Table:
-    """A shard, memory-mapped (no copy of the text)."""
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
-
-
-def shard_splitters(path: Path) -> list[dict[str, Any]]:
-    with pa.memory_map(str(path)) as source:
-        meta = pa.ipc.open_file(source).schema.metadata or {}
-    return json.loads(meta.get(b"aunet.splitters", b"[]"))
