@@ -9,6 +9,7 @@ config.json, which load without Lightning and without unpickling.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -185,7 +186,7 @@ class ExportAtEnd(Callback):
             export_model(pl_module.model, self.run_dir, self.config)
 
 
-def prepared_dir(recipe: Recipe, run_dir: Path, quiet: bool) -> Path:
+def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
     """The recipe's shards: given, or prepared from raw inputs (cached by options)."""
     d = recipe.data
     if d.prepared:
@@ -233,7 +234,7 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     write_json_atomic(recipe_path, recipe.to_dict())
 
     L.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
-    prep_dir = prepared_dir(recipe, run_dir, quiet)
+    prep_dir = prepared_dir(recipe, run_dir)
     m, t = recipe.model, recipe.trainer
     data = AUNetData(
         prep_dir, run_dir / "cache", m.seq_len, m.n_stages - 1, recipe.data.batch_size,
@@ -241,9 +242,8 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     )  # fmt: skip
     data.setup()
     report = flops_per_byte(m, data.train.stage_lengths(m.n_stages))
-    model_probe = AUNet(m)
-    report.params = model_probe.num_params()
-    del model_probe
+    with torch.device("meta"):  # parameter counts without allocating a second model
+        report.params = AUNet(m).num_params()
     world = _devices_count(t.devices, t.accelerator) * t.num_nodes
     bytes_per_step = m.seq_len * recipe.data.batch_size * t.accumulate * world
     total_steps = t.max_steps or 0
@@ -309,8 +309,6 @@ def _devices_count(devices: int | str, accelerator: str) -> int:
 
 def export_config(recipe: Recipe, prep_dir: Path) -> dict[str, Any]:
     manifest = json.loads((prep_dir / "manifest.json").read_text())
-    import hashlib
-
     return {
         "format": "aunet-model/1",
         "aunet_version": __version__,
