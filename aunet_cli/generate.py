@@ -1,49 +1,260 @@
-"""Sampling bytes from a trained model (full recomputation per byte).
+"""Sampling bytes from a trained model, one byte at a time, with per-stage KV caches.
 
-The run's splitters are applied online to the growing text with their streaming
-form (constant work per byte; they are causal, so the levels of earlier bytes
-never change). Each step runs the model over the last `seq_len` tokens, whose
-first position pools at every stage, exactly like a training window.
+The run's splitters are applied online to the growing text in their streaming form
+(constant work per byte; they are causal, so earlier levels never change), and
+`IncrementalState` steps only the stages a new byte reaches. `cache=False` runs the
+whole model over the text at every byte instead: the reference the cache is tested
+against, and the yardstick of bench/generate.py.
+
+Context: a model whose stages all use sliding windows attends over a bounded past,
+so its text can grow without limit (and its memory stays flat). Otherwise a text
+attends over at most `seq_len` positions (BOS included): when it is full, the last
+`seq_len // 2` bytes start a new window, whose first byte pools at every stage,
+like a training window that starts mid-document.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from splitters import Pipeline
 
-from .export import load_model
-from .model import BOS, EOS
+from .errors import AunetError
+from .incremental import IncrementalState, context_limit
+from .model import BOS, EOS, AUNet
 
 
-@torch.no_grad()
-def sample_text(
-    run: Path, prompt: str, max_bytes: int, temperature: float = 0.8, seed: int = 0
-) -> str:
-    """Prompt + up to `max_bytes` sampled bytes, decoded for display."""
+@dataclass
+class SampleOptions:
+    max_bytes: int = 256
+    temperature: float = 0.8  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int = 0
+    stop: tuple[bytes, ...] = ()
+    ignore_eos: bool = False  # never end a sample early (benchmarks: fixed lengths)
+
+    def check(self) -> None:
+        if self.max_bytes < 1:
+            raise AunetError(f"--max-bytes must be at least 1, got {self.max_bytes}")
+        if self.temperature < 0:
+            raise AunetError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise AunetError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise AunetError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if any(not s for s in self.stop):
+            raise AunetError("--stop: a stop string cannot be empty")
+
+
+@dataclass
+class Completion:
+    prompt: bytes
+    completion: bytearray = field(default_factory=bytearray)
+    seconds: float = 0.0
+    reason: str = "length"  # length | eos | stop | interrupted
+
+
+class Session:
+    """Several growing texts: their tokens, levels (streaming splitters) and model state."""
+
+    def __init__(
+        self, model: AUNet, pipeline: Pipeline, prompts: Sequence[bytes], cache: bool = True
+    ) -> None:
+        self.model, self.cache = model, cache
+        self.depth = model.cfg.n_stages - 1
+        self.limit = context_limit(model)
+        self.device = next(model.parameters()).device
+        self.streamers = [pipeline.streamer() for _ in prompts]
+        self.tokens = [[BOS, *p] for p in prompts]
+        self.levels = [
+            [self.depth, *(min(lv, self.depth) for lv in st.feed(p))]
+            for st, p in zip(self.streamers, prompts, strict=True)
+        ]
+        if self.limit is not None:
+            for p in prompts:
+                if len(p) + 1 > self.limit:
+                    raise AunetError(
+                        f"the prompt is {len(p)} bytes; this model's context is "
+                        f"{self.limit - 1} bytes (seq_len {self.limit}, BOS included): "
+                        "shorten the prompt"
+                    )
+        self.start = [0] * len(prompts)  # first token of each row's current window
+        self.state = IncrementalState(model, len(prompts)) if cache else None
+
+    def prefill(self) -> torch.Tensor:
+        """Next-byte logits (B, vocab) after each prompt."""
+        return self._advance({r: len(t) for r, t in enumerate(self.tokens)})
+
+    def push(self, new: Sequence[int | None]) -> torch.Tensor:
+        """Append one byte to each row (None: the row is finished); logits (B, vocab)."""
+        todo: dict[int, int] = {}
+        for r, byte in enumerate(new):
+            if byte is None:
+                continue
+            self.tokens[r].append(byte)
+            self.levels[r].append(min(self.streamers[r].push(byte), self.depth))
+            todo[r] = 1
+            if self.limit is not None and len(self.tokens[r]) - self.start[r] > self.limit:
+                self.start[r] = len(self.tokens[r]) - self.limit // 2
+                todo[r] = self.limit // 2  # a new window: feed it whole
+                if self.state is not None:
+                    self.state.reset(torch.tensor([r], device=self.device))
+        return self._advance(todo)
+
+    @torch.no_grad()
+    def _advance(self, todo: dict[int, int]) -> torch.Tensor:
+        """Feed the last `todo[r]` tokens of each listed row; logits after each row's last."""
+        b = len(self.tokens)
+        logits = torch.zeros(b, self.model.cfg.vocab_size, device=self.device)
+        if not todo:
+            return logits
+        if self.state is None:
+            for r in todo:
+                a = self.start[r]
+                tok = torch.tensor([self.tokens[r][a:]], device=self.device)
+                lv = torch.tensor([self.levels[r][a:]], device=self.device)
+                lv[0, 0] = self.depth
+                logits[r] = self.model(tok, lv, capped=False)[0][0, -1]
+            return logits
+        n = max(todo.values())
+        tok = torch.zeros(b, n, dtype=torch.long)
+        lv = torch.zeros(b, n, dtype=torch.long)
+        valid = torch.zeros(b, n, dtype=torch.bool)
+        for r, k in todo.items():
+            tok[r, :k] = torch.tensor(self.tokens[r][-k:])
+            lv[r, :k] = torch.tensor(self.levels[r][-k:])
+            valid[r, :k] = True
+        out = self.state.extend(tok.to(self.device), lv.to(self.device), valid.to(self.device))
+        last = (valid.sum(1) - 1).clamp(min=0).to(self.device)
+        return out[torch.arange(b, device=self.device), last]
+
+
+def pick(logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator) -> torch.Tensor:
+    """Next byte per row from logits (B, vocab): greedy, temperature, top-k, top-p."""
+    logits = logits.float().cpu().clone()
+    logits[:, BOS] = float("-inf")  # BOS only ever starts a text
+    if opts.ignore_eos:
+        logits[:, EOS] = float("-inf")
+    if opts.temperature == 0:
+        return logits.argmax(-1)
+    logits /= opts.temperature
+    if opts.top_k is not None and opts.top_k < logits.shape[-1]:
+        kth = logits.topk(opts.top_k, dim=-1).values[:, -1:]
+        logits[logits < kth] = float("-inf")
+    if opts.top_p is not None and opts.top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= opts.top_p  # keep the smallest nucleus
+        logits.scatter_(1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
+
+
+class StopScanner:
+    """Holds back bytes that may begin a stop string; constant work per byte."""
+
+    def __init__(self, stops: Sequence[bytes]) -> None:
+        self.stops = list(stops)
+        self.longest = max((len(s) for s in self.stops), default=0)
+        self.pending = bytearray()
+
+    def feed(self, byte: int) -> tuple[bytes, bool]:
+        """(bytes safe to emit now, whether a stop string just completed)."""
+        if not self.stops:
+            return bytes([byte]), False
+        self.pending.append(byte)
+        for s in self.stops:
+            if self.pending.endswith(s):
+                out = bytes(self.pending[: len(self.pending) - len(s)])
+                self.pending.clear()
+                return out, True
+        hold = 0
+        for k in range(1, min(len(self.pending), self.longest - 1) + 1):
+            tail = self.pending[-k:]
+            if any(s.startswith(tail) for s in self.stops):
+                hold = k
+        out = bytes(self.pending[: len(self.pending) - hold])
+        del self.pending[: len(self.pending) - hold]
+        return out, False
+
+    def flush(self) -> bytes:
+        out = bytes(self.pending)
+        self.pending.clear()
+        return out
+
+
+Emit = Callable[[int, bytes], None]
+
+
+def generate(
+    model: AUNet, pipeline: Pipeline, prompts: Sequence[bytes], opts: SampleOptions,
+    cache: bool = True, emit: Emit | None = None,
+) -> list[Completion]:  # fmt: skip
+    """Sample a completion for every prompt (batched); `emit(row, bytes)` streams them.
+
+    Ctrl-C stops early: the completions so far come back marked "interrupted".
+    """
+    opts.check()
+    gen = torch.Generator().manual_seed(opts.seed)
+    results = [Completion(p) for p in prompts]
+    scanners = [StopScanner(opts.stop) for _ in prompts]
+    active = [True] * len(prompts)
+    t0 = time.perf_counter()
+
+    def finish(r: int, reason: str) -> None:
+        active[r] = False
+        results[r].reason = reason
+        results[r].seconds = time.perf_counter() - t0
+        rest = scanners[r].flush() if reason != "stop" else b""
+        results[r].completion += rest
+        if emit and rest:
+            emit(r, rest)
+
+    try:
+        session = Session(model, pipeline, prompts, cache=cache)
+        logits = session.prefill()
+        for _ in range(opts.max_bytes):
+            chosen = pick(logits, opts, gen).tolist()
+            new: list[int | None] = [None] * len(prompts)
+            for r, byte in enumerate(chosen):
+                if not active[r]:
+                    continue
+                if byte == EOS:
+                    finish(r, "eos")
+                    continue
+                safe, stopped = scanners[r].feed(byte)
+                results[r].completion += safe
+                if emit and safe:
+                    emit(r, safe)
+                if stopped:
+                    finish(r, "stop")
+                elif len(results[r].completion) + len(scanners[r].pending) >= opts.max_bytes:
+                    finish(r, "length")
+                else:
+                    new[r] = byte
+            if not any(active):
+                break
+            logits = session.push(new)
+    except KeyboardInterrupt:
+        for r in range(len(prompts)):
+            if active[r]:
+                finish(r, "interrupted")
+    for r in range(len(prompts)):
+        if active[r]:
+            finish(r, "length")
+    return results
+
+
+def sample_text(run, prompt: str, max_bytes: int, temperature: float = 0.8, seed: int = 0) -> str:
+    """Prompt + a sampled continuation, decoded for display (used after training)."""
+    from .export import load_model
+
     model, config = load_model(run)
-    pipe = Pipeline.from_descriptions(config["splitters"])
-    streamer = pipe.streamer()
-    depth = model.cfg.n_stages - 1
-    data = prompt.encode("utf-8")
-    tokens = [BOS, *data]
-    levels = [depth, *(min(lv, depth) for lv in streamer.feed(data))]
-    gen = torch.Generator().manual_seed(seed)
-    out = bytearray()
-    for _ in range(max_bytes):
-        window_t = torch.tensor([tokens[-model.cfg.seq_len :]])
-        window_l = torch.tensor([levels[-model.cfg.seq_len :]])
-        window_l[0, 0] = depth
-        logits, _ = model(window_t, window_l)
-        logits = logits[0, -1].float()
-        logits[BOS] = float("-inf")
-        probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
-        nxt = int(torch.multinomial(probs, 1, generator=gen))
-        if nxt == EOS:
-            break
-        out.append(nxt)
-        tokens.append(nxt)
-        levels.append(min(streamer.push(nxt), depth))
-    return prompt + out.decode("utf-8", "replace")
+    pipeline = Pipeline.from_descriptions(config["splitters"])
+    opts = SampleOptions(max_bytes=max_bytes, temperature=temperature, seed=seed)
+    done = generate(model, pipeline, [prompt.encode()], opts)[0]
+    return prompt + done.completion.decode("utf-8", "replace")

@@ -20,7 +20,8 @@ from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AunetError
 
 app = typer.Typer(
     name="aunet",
-    help="Byte-level hierarchical language models (Autoregressive U-Net): split, prepare, inspect.",
+    help="Byte-level hierarchical language models (Autoregressive U-Net): prepare, train, "
+    "generate, evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -276,11 +277,91 @@ def plot_cmd(
     err.print(f"wrote {path}")
 
 
+@app.command("generate")
+def generate_cmd(
+    prompts: Annotated[
+        list[str] | None,
+        typer.Argument(help="Prompt(s); - reads standard input; none = unconditional."),
+    ] = None,
+    run: Annotated[Path | None, typer.Option(help="Run directory of `aunet train`.")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="model.safetensors (config.json beside it).")
+    ] = None,
+    prompt_file: Annotated[Path | None, typer.Option(help="Read the prompt from a file.")] = None,
+    max_bytes: Annotated[int, typer.Option(help="Most bytes to generate per sample.")] = 256,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 0.8,
+    top_k: Annotated[int | None, typer.Option(help="Sample among the k likeliest bytes.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass (0, 1].")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same output.")] = 0,
+    num_samples: Annotated[int, typer.Option(help="Samples per prompt (batched).")] = 1,
+    stop: Annotated[
+        list[str] | None, typer.Option(help="Stop when this string is generated (repeatable).")
+    ] = None,
+    ignore_eos: Annotated[
+        bool, typer.Option(help="Never end a sample at end-of-text (fixed lengths).")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", help="text or jsonl")] = "text",
+    raw: Annotated[
+        bool, typer.Option(help="Write raw bytes (no U+FFFD); accept a non-UTF-8 prompt.")
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Recompute the full forward pass every byte.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "cpu",
+) -> None:
+    """Sample text from a trained model, streamed as it is generated.
+
+    Each byte steps only the stages it reaches (per-stage KV caches); the run's
+    splitters cut the growing text online. With several samples or prompts they
+    run as one batch and are printed when done.
+    """
+    from .generate import SampleOptions
+    from .generate_cli import read_prompts, run_generate
+
+    texts = read_prompts(prompts or [], prompt_file, raw, sys.stdin.buffer)
+    opts = SampleOptions(
+        max_bytes=max_bytes,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        stop=tuple(s.encode("utf-8", "surrogateescape") for s in stop or []),
+        ignore_eos=ignore_eos,
+    )
+    run_generate(err, run, model, texts, opts, num_samples, fmt, raw, not no_cache, device)
+
+
+@app.command("eval")
+def eval_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory (or its model.safetensors).")],
+    data: Annotated[
+        list[Path],
+        typer.Option(help="Prepared directories (`aunet prep`) or raw text files; repeatable."),
+    ],
+    split: Annotated[str, typer.Option(help="Split of prepared directories: val or train.")] = (
+        "val"
+    ),
+    doc_per: Annotated[
+        str, typer.Option(help="Documents in raw .txt files: file, paragraph or line.")
+    ] = "paragraph",
+    stride: Annotated[
+        int | None,
+        typer.Option(help="Window step for long documents (default seq_len/2).", min=1),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Bits per byte of a trained model on text (every real byte scored once)."""
+    from .generate_cli import run_eval
+
+    run_eval(out, err, run, data, split, doc_per, stride, batch_size, fmt, device, quiet)
+
+
 def _print_sample(run: Path, prompt: str, max_bytes: int, temperature: float) -> None:
-    try:
-        from .generate import sample_text
-    except ImportError:  # generation arrives with `aunet generate`
-        return
+    from .generate import sample_text
+
     text = sample_text(run, prompt, max_bytes, temperature)
     out.print(f"[bold]sample[/bold] ({prompt!r} ->)\n{escape(text)}")
 

@@ -248,15 +248,19 @@ class AUNet(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     def forward(
-        self, tokens: torch.Tensor, levels: torch.Tensor
+        self, tokens: torch.Tensor, levels: torch.Tensor, capped: bool = True
     ) -> tuple[torch.Tensor, list[StagePlan]]:
-        """Logits (b, n, vocab) for the next token at every position, and the stage plans."""
+        """Logits (b, n, vocab) for the next token at every position, and the stage plans.
+
+        `capped=False` ignores the stages' `max_seqlen` (inference: nothing is dropped).
+        """
         x = self.embed(tokens)
         skips, plans = [], []
         stage_levels = levels
         for s in range(self.cfg.n_stages - 1):
             h = self.encoders[s](x)
-            plan = plan_stage(stage_levels, s, self.cfg.stages[s + 1].max_seqlen)
+            capacity = self.cfg.stages[s + 1].max_seqlen if capped else None
+            plan = plan_stage(stage_levels, s, capacity)
             skips.append(h)
             plans.append(plan)
             x = self.pools[s](h, plan.index)
