@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from splitters import Pipeline, TextBatch
+from splitters.regex_family import flag_levels, scan_flags
 
 from . import __version__
 from .errors import OutputConflictError
-from .readers import InputFile, ReadOptions, file_sha256, open_stream, read_batches
-from .shards import build_table, schema, write_atomic, write_json_atomic
+from .readers import DocBlock, InputFile, ReadOptions, file_sha256, open_stream, read_blocks
+from .shards import build_table, point_lists, schema, write_atomic, write_json_atomic
 
 PREP_FORMAT = "aunet-prep/1"
 SPLITS = ("train", "val")
@@ -56,7 +56,7 @@ class Chunk:
     input_index: int
     input_name: str
     index: int
-    parts: dict[str, tuple[list[int], TextBatch]]  # split -> (record keys, joined documents)
+    parts: dict[str, tuple[np.ndarray, TextBatch]]  # split -> (record keys, joined documents)
     skipped: dict[str, int]
     input_size: int
     input_mtime_ns: int
@@ -123,20 +123,28 @@ def process_chunk(chunk: Chunk, out: Path) -> dict[str, Any]:
         "shards": [],
     }
     for split, (keys, batch) in chunk.parts.items():
-        if not keys:
+        if not len(keys):
             continue
-        levels = _levels(pipe, batch)
-        ids = pc.binary_join_element_wise(
-            f"{chunk.input_name}#", pc.cast(pa.array(keys, pa.int64()), pa.string()), ""
-        )
+        lists = _point_lists(pipe, batch)
+        prefix = f"{chunk.input_name}#"
+        ids = pa.array([f"{prefix}{k}" for k in np.asarray(keys).tolist()], pa.string())
         rel = f"{split}/shard-{chunk.key}.arrow"
-        info = write_atomic(out / rel, build_table(sch, ids, batch.data, batch.offsets, levels))
-        units = [int(np.count_nonzero(levels >= k)) for k in range(1, pipe.depth + 1)]
+        info = write_atomic(out / rel, build_table(sch, ids, batch.data, batch.offsets, lists))
+        units = [len(values) // 4 for _, values in lists]
         n_rows, n_bytes = len(keys), batch.n_bytes
         state["splits"][split] = {"documents": n_rows, "bytes": n_bytes, "units": units}
         state["shards"].append({"path": rel, "rows": n_rows, "bytes": n_bytes, **info})
     write_json_atomic(_state_path(out, chunk.key), state)
     return state
+
+
+def _point_lists(pipe: Pipeline, batch: TextBatch) -> list:
+    """Arrow list buffers of every stage's points (see shards.point_lists)."""
+    fused = flag_levels(pipe.stages)
+    if fused is not None:  # one C scan, its flags mapped to levels on the fly
+        mode, lut = fused
+        return point_lists(scan_flags(batch, mode), batch.offsets, pipe.depth, lut)
+    return point_lists(_levels(pipe, batch), batch.offsets, pipe.depth)
 
 
 def _levels(pipe: Pipeline, batch: TextBatch) -> np.ndarray:
@@ -236,59 +244,54 @@ def prep(
 def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
     """Cut one input into chunks of about `shard_bytes` and hand them to `submit`."""
     tap, stream = open_stream(inp)
-    keys: list[int] = []
-    docs: list[bytes] = []
-    skipped: Counter[str] = Counter()
+    pending: list[DocBlock] = []  # documents not in a chunk yet
     size = 0
+    skipped: Counter[str] = Counter()
     chunk_index = 0
     reported = 0
 
-    def flush(n: int) -> None:
-        nonlocal keys, docs, skipped, size, chunk_index
+    def flush(block: DocBlock) -> None:
+        nonlocal skipped, chunk_index
         if owns(chunk_index):
-            val = val_mask(inp.name, keys[:n], opts.val_fraction)
-            parts = (
-                {
-                    split: (
-                        [k for k, v in zip(keys[:n], val, strict=True) if v == is_val],
-                        TextBatch.from_docs(
-                            [d for d, v in zip(docs[:n], val, strict=True) if v == is_val]
-                        ),
-                    )
-                    for split, is_val in (("train", False), ("val", True))
+            val = val_mask(inp.name, block.keys, opts.val_fraction)
+            if val.any():
+                parts = {
+                    split: (b.keys, TextBatch(b.data, b.offsets))
+                    for split, b in (("train", block.select(~val)), ("val", block.select(val)))
                 }
-                if val.any()
-                else {"train": (keys[:n], TextBatch.from_docs(docs[:n]))}
-            )
+            else:
+                parts = {"train": (block.keys, TextBatch(block.data, block.offsets))}
             c = Chunk(ii, inp.name, chunk_index, parts, dict(skipped), inp.size, inp.mtime_ns)
             submit(c)
-        progress.advance(0, n)
-        keys, docs, skipped = keys[n:], docs[n:], Counter()
-        size = sum(map(len, docs))
+        progress.advance(0, block.n_docs)
+        skipped = Counter()
         chunk_index += 1
 
     try:
-        for batch in read_batches(inp, opts.read, stream, opts.on_error):
-            skipped.update(batch.skipped)
-            keys += batch.keys
-            docs += batch.docs
-            size += sum(map(len, batch.docs))
+        for block in read_blocks(inp, opts.read, stream, opts.on_error):
+            skipped.update(block.skipped)
+            if block.n_docs:
+                pending.append(block)
+                size += block.n_bytes
             while size >= opts.shard_bytes:
                 # the chunk ends with the document that reaches shard_bytes
-                cut = (
-                    int(
-                        np.searchsorted(
-                            np.cumsum(np.fromiter(map(len, docs), np.int64, len(docs))),
-                            opts.shard_bytes,
-                        )
-                    )
-                    + 1
-                )
-                flush(cut)
+                need, taken = opts.shard_bytes, []
+                while pending[0].n_bytes < need:
+                    need -= pending[0].n_bytes
+                    taken.append(pending.pop(0))
+                head = pending[0]
+                cut = int(np.searchsorted(head.offsets, need)) or 1  # docs in the chunk
+                taken.append(head.slice(0, cut))
+                if cut < head.n_docs:
+                    pending[0] = head.slice(cut, head.n_docs)
+                else:
+                    pending.pop(0)
+                size = sum(b.n_bytes for b in pending)
+                flush(DocBlock.join(taken))
             progress.advance(tap.position - reported, 0)
             reported = tap.position
-        if docs or skipped or chunk_index == 0:
-            flush(len(docs))
+        if pending or skipped or chunk_index == 0:
+            flush(DocBlock.join(pending) if pending else DocBlock.join([]))
     finally:
         if inp.path is not None:
             stream.close()

@@ -23,10 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import zstandard
 
 from .builtin_data import BUILTIN_INPUTS, pydoc_topics
 from .errors import AunetError, BadInputError
+
+try:  # the document cutting of _txt in C (see splitters/_fast.c)
+    from splitters._fast import cut as _c_cut
+    from splitters._fast import gather as _c_gather
+except ImportError:  # built without a compiler
+    _c_cut = _c_gather = None
 
 BLOCK = 1 << 22
 TEXT_FORMATS = ("txt", "jsonl", "parquet")
@@ -277,6 +284,67 @@ class DocBatch:
             self.skipped["empty document"] += 1
 
 
+@dataclass
+class DocBlock:
+    """Consecutive documents of one input, joined: document i is
+    data[offsets[i]:offsets[i + 1]] with record number keys[i] (no per-document objects)."""
+
+    data: bytes
+    offsets: np.ndarray  # int64, len n + 1, offsets[0] == 0
+    keys: np.ndarray  # int64 record numbers
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def from_batch(cls, batch: DocBatch) -> DocBlock:
+        offsets = np.zeros(len(batch.docs) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, batch.docs), np.int64, len(batch.docs)), out=offsets[1:])
+        keys = np.asarray(batch.keys, dtype=np.int64)
+        return cls(b"".join(batch.docs), offsets, keys, batch.skipped)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.keys)
+
+    @property
+    def n_bytes(self) -> int:
+        return int(self.offsets[-1])
+
+    def slice(self, lo: int, hi: int) -> DocBlock:
+        """Documents lo..hi-1 (skipped counts stay with the caller)."""
+        a, b = int(self.offsets[lo]), int(self.offsets[hi])
+        return DocBlock(self.data[a:b], self.offsets[lo : hi + 1] - a, self.keys[lo:hi])
+
+    def select(self, mask: np.ndarray) -> DocBlock:
+        """The documents where mask is True."""
+        if mask.all():
+            return DocBlock(self.data, self.offsets, self.keys)
+        if _c_gather is not None:
+            data, offsets = _c_gather(
+                self.data, self.offsets, np.ascontiguousarray(mask, dtype=np.uint8)
+            )
+            return DocBlock(data, np.frombuffer(offsets, np.int64), self.keys[mask])
+        lengths = np.diff(self.offsets)
+        u8 = np.frombuffer(self.data, np.uint8)
+        data = u8[np.repeat(mask, lengths)].tobytes()
+        offsets = np.zeros(int(mask.sum()) + 1, dtype=np.int64)
+        np.cumsum(lengths[mask], out=offsets[1:])
+        return DocBlock(data, offsets, self.keys[mask])
+
+    @classmethod
+    def join(cls, blocks: list[DocBlock]) -> DocBlock:
+        if len(blocks) == 1:
+            return blocks[0]
+        data = b"".join(b.data for b in blocks)
+        offsets = np.zeros(sum(b.n_docs for b in blocks) + 1, dtype=np.int64)
+        at, base = 1, 0
+        for b in blocks:
+            offsets[at : at + b.n_docs] = b.offsets[1:] + base
+            at += b.n_docs
+            base += b.n_bytes
+        keys = np.concatenate([b.keys for b in blocks]) if blocks else np.zeros(0, np.int64)
+        return cls(data, offsets, keys)
+
+
 class BadRecords:
     """Applies --on-error: raise for a bad record, or count it as skipped."""
 
@@ -316,6 +384,49 @@ def read_batches(
         raise BadInputError(f"{inp.display}: corrupt gzip stream ({exc})") from None
     except OSError as exc:
         raise AunetError(f"{inp.display}: read failed ({exc})") from None
+
+
+def read_blocks(
+    inp: InputFile, opts: ReadOptions, stream: BinaryIO, on_error: str = "fail"
+) -> Iterator[DocBlock]:
+    """`read_batches` as joined blocks: the same documents, keys and skip counts;
+    plain text is cut in C without a bytes object per document."""
+    if inp.fmt == "txt" and opts.doc_per != "file" and _c_cut is not None:
+        try:
+            yield from _txt_blocks(opts, stream)
+        except OSError as exc:
+            raise AunetError(f"{inp.display}: read failed ({exc})") from None
+        except TruncatedStreamError as exc:
+            raise BadInputError(f"{inp.display}: {exc}") from None
+        except zstandard.ZstdError as exc:
+            raise BadInputError(f"{inp.display}: corrupt zstd stream ({exc})") from None
+        except zlib.error as exc:
+            raise BadInputError(f"{inp.display}: corrupt gzip stream ({exc})") from None
+        return
+    for batch in read_batches(inp, opts, stream, on_error):
+        yield DocBlock.from_batch(batch)
+
+
+def _txt_blocks(opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBlock]:
+    """What `_txt` yields, cut by `_c_cut` (same pieces, record numbers, skip counts)."""
+    assert _c_cut is not None
+    paragraphs = opts.doc_per == "paragraph"
+    carry = b""
+    k = 0  # record number of the last piece
+    while True:
+        block = stream.read(BLOCK)
+        buf = carry + block if carry else block
+        data, offsets, keys, records, empty, at = _c_cut(buf, paragraphs, not block)
+        carry = buf[at:]
+        skipped: Counter[str] = Counter()
+        if empty:
+            skipped["empty document"] = empty
+        yield DocBlock(
+            data, np.frombuffer(offsets, np.int64), np.frombuffer(keys, np.int64) + k, skipped
+        )
+        k += records
+        if not block:
+            return
 
 
 _CRLF_PARAGRAPH_BREAK = re.compile(rb"\n\r?\n")

@@ -41,15 +41,15 @@ def schema(n_stages: int, splitters: list[dict[str, Any]], version: str) -> pa.S
 
 
 def build_table(
-    sch: pa.Schema, ids: pa.Array, data: bytes, offsets: np.ndarray, levels: np.ndarray
+    sch: pa.Schema, ids: pa.Array, data: bytes, offsets: np.ndarray, lists: list
 ) -> pa.Table:
-    """Rows for documents `data[offsets[i]:offsets[i+1]]` with their per-byte levels."""
+    """Rows for documents `data[offsets[i]:offsets[i+1]]`; `lists` = point_lists(...)."""
     n = len(ids)
     text = pa.Array.from_buffers(
         pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
     )
     columns = [ids, text]
-    for list_offsets, values in point_lists(levels, offsets, len(sch) - 2):
+    for list_offsets, values in lists:
         columns.append(
             pa.ListArray.from_arrays(
                 pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(list_offsets)]),
@@ -71,12 +71,19 @@ def _point_lists_numpy(levels: np.ndarray, offsets: np.ndarray, depth: int) -> l
     return lists
 
 
-def point_lists(levels: np.ndarray, offsets: np.ndarray, depth: int) -> list:
+def point_lists(
+    levels: np.ndarray, offsets: np.ndarray, depth: int, lut: np.ndarray | None = None
+) -> list:
+    """Per stage k: (list offsets, values) as int32 buffers; the level of byte i is
+    levels[i], or lut[levels[i]] with a 256-entry lut."""
     if depth == 0:
         return []
     if _c_point_lists is None:
-        return _point_lists_numpy(levels, offsets, depth)
-    return _c_point_lists(levels, np.ascontiguousarray(offsets, dtype=np.int64), depth)
+        return _point_lists_numpy(levels if lut is None else lut[levels], offsets, depth)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    if lut is None:
+        return _c_point_lists(levels, offsets, depth)
+    return _c_point_lists(levels, offsets, depth, lut)
 
 
 def write_atomic(path: Path, table: pa.Table) -> dict[str, Any]:

@@ -173,25 +173,56 @@ done:
 }
 
 /* point_lists(): per-byte levels -> for each stage k, the byte offsets (relative to
- * their document) of bytes with level >= k, as Arrow list offsets + values (int32). */
+ * their document) of bytes with level >= k, as Arrow list offsets + values (int32).
+ * With a 256-byte `lut`, the levels are lut[byte] (e.g. scan() flags -> levels). */
+static inline uint8_t level_at(const uint8_t *lv, const uint8_t *lut, Py_ssize_t i, int depth) {
+    uint8_t l = lut ? lut[lv[i]] : lv[i];
+    return l > depth ? (uint8_t)depth : l;
+}
+
+/* first index >= i (and < hi) whose byte is non-zero; 8 bytes at a time */
+static inline Py_ssize_t skip_zeros(const uint8_t *lv, Py_ssize_t i, Py_ssize_t hi) {
+    while (i < hi && (i & 7)) {
+        if (lv[i]) return i;
+        i++;
+    }
+    while (i + 8 <= hi) {
+        uint64_t w;
+        memcpy(&w, lv + i, 8);
+        if (w) return i + (__builtin_ctzll(w) >> 3);
+        i += 8;
+    }
+    while (i < hi && !lv[i]) i++;
+    return i;
+}
+
 static PyObject *point_lists(PyObject *self, PyObject *args) {
-    Py_buffer levels, offsets;
+    Py_buffer levels, offsets, lutbuf = {0};
     int depth;
-    if (!PyArg_ParseTuple(args, "y*y*i", &levels, &offsets, &depth)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*i|y*", &levels, &offsets, &depth, &lutbuf)) return NULL;
     PyObject *result = NULL;
     const uint8_t *lv = (const uint8_t *)levels.buf;
+    const uint8_t *lut = lutbuf.buf ? (const uint8_t *)lutbuf.buf : NULL;
     const int64_t *off = (const int64_t *)offsets.buf;
     Py_ssize_t n_docs = offsets.len / 8 - 1;
-    if (depth < 1 || depth > 9 || offsets.len % 8 || n_docs < 0 || off[n_docs] > levels.len) {
-        PyErr_SetString(PyExc_ValueError, "bad depth, offsets or levels");
+    if (depth < 1 || depth > 9 || offsets.len % 8 || n_docs < 0 || off[0] < 0 ||
+        off[n_docs] > levels.len || (lut && lutbuf.len != 256)) {
+        PyErr_SetString(PyExc_ValueError, "bad depth, offsets, levels or lut");
         goto done;
+    }
+    for (Py_ssize_t d = 0; d < n_docs; d++) {
+        if (off[d] > off[d + 1]) {
+            PyErr_SetString(PyExc_ValueError, "offsets must not decrease");
+            goto done;
+        }
     }
     /* pass 1: how many points per stage; pass 2: fill every stage at once */
     Py_ssize_t counts[10] = {0};
-    for (Py_ssize_t i = off[0]; i < off[n_docs]; i++) {
-        uint8_t l = lv[i];
-        if (l) counts[l > depth ? depth : l]++;
-    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = skip_zeros(lv, off[0], off[n_docs]); i < off[n_docs];
+         i = skip_zeros(lv, i + 1, off[n_docs]))
+        counts[level_at(lv, lut, i, depth)]++;
+    Py_END_ALLOW_THREADS
     for (int k = depth - 1; k >= 1; k--) counts[k] += counts[k + 1];
     result = PyList_New(depth);
     if (!result) goto done;
@@ -210,20 +241,154 @@ static PyObject *point_lists(PyObject *self, PyObject *args) {
         v[k] = (int32_t *)PyByteArray_AS_STRING(va);
         PyList_SET_ITEM(result, k - 1, Py_BuildValue("(NN)", lo, va));
     }
+    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t d = 0; d < n_docs; d++) {
         for (int k = 1; k <= depth; k++) o[k][d] = n[k];
-        const int64_t base = off[d];
-        for (Py_ssize_t i = off[d]; i < off[d + 1]; i++) {
-            uint8_t l = lv[i];
-            if (!l) continue;
-            if (l > depth) l = depth;
+        const int64_t base = off[d], end = off[d + 1];
+        for (Py_ssize_t i = skip_zeros(lv, base, end); i < end; i = skip_zeros(lv, i + 1, end)) {
+            uint8_t l = level_at(lv, lut, i, depth);
             for (int k = 1; k <= l; k++) v[k][n[k]++] = (int32_t)(i - base);
         }
     }
+    Py_END_ALLOW_THREADS
     for (int k = 1; k <= depth; k++) o[k][n_docs] = n[k];
 done:
     PyBuffer_Release(&levels);
     PyBuffer_Release(&offsets);
+    if (lutbuf.buf) PyBuffer_Release(&lutbuf);
+    return result;
+}
+
+/* cut(): one buffer of plain text -> documents, as aunet_cli.readers._txt cuts it.
+ *
+ * paragraph: pieces between matches of \n\r?\n (leftmost, non-overlapping), each
+ * stripped of CR/LF at both ends; empty ones are dropped (no record number).
+ * line: pieces between \n, each without one trailing CR; every piece has a record
+ * number, empty ones are counted.
+ * Unless `final`, the text after the last separator is not a piece (it may go on
+ * in the next buffer): its start is returned as `carry`; with `final` the whole
+ * buffer is one piece (the last one of the input, which holds no separator).
+ *
+ * Returns (data: documents joined, offsets: int64 (n + 1), keys: int64 record
+ * numbers counted from 1, records: how many record numbers were used, empty: how
+ * many of them were empty, carry). */
+static PyObject *cut(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    int paragraphs, final;
+    if (!PyArg_ParseTuple(args, "y*pp", &buf, &paragraphs, &final)) return NULL;
+    const uint8_t *b = (const uint8_t *)buf.buf;
+    const Py_ssize_t len = buf.len;
+    PyObject *data = NULL, *offsets = NULL, *keys = NULL, *result = NULL;
+    /* at most one document per separator (>= 1 byte) plus the last piece */
+    Py_ssize_t n_sep = 0;
+    for (const uint8_t *p = b; (p = memchr(p, '\n', b + len - p)) != NULL; p++) n_sep++;
+    data = PyBytes_FromStringAndSize(NULL, len);
+    offsets = PyByteArray_FromStringAndSize(NULL, (n_sep + 2) * 8);
+    keys = PyByteArray_FromStringAndSize(NULL, (n_sep + 1) * 8);
+    if (!data || !offsets || !keys) goto done;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(data);
+    int64_t *off = (int64_t *)PyByteArray_AS_STRING(offsets);
+    int64_t *key = (int64_t *)PyByteArray_AS_STRING(keys);
+    Py_ssize_t n = 0, size = 0, records = 0, empty = 0, start = 0, carry = len;
+    off[0] = 0;
+#define PIECE(S, E)                                                                \
+    do {                                                                           \
+        Py_ssize_t s_ = (S), e_ = (E);                                             \
+        if (paragraphs) {                                                          \
+            while (s_ < e_ && (b[s_] == '\n' || b[s_] == '\r')) s_++;              \
+            while (e_ > s_ && (b[e_ - 1] == '\n' || b[e_ - 1] == '\r')) e_--;      \
+            if (s_ == e_) break;                                                   \
+            records++;                                                             \
+        } else {                                                                   \
+            records++;                                                             \
+            if (e_ > s_ && b[e_ - 1] == '\r') e_--;                                \
+            if (s_ == e_) {                                                        \
+                empty++;                                                           \
+                break;                                                             \
+            }                                                                      \
+        }                                                                          \
+        memcpy(out + size, b + s_, e_ - s_);                                       \
+        size += e_ - s_;                                                           \
+        key[n] = records;                                                          \
+        off[++n] = size;                                                           \
+    } while (0)
+    Py_BEGIN_ALLOW_THREADS
+    if (final) {
+        if (len) PIECE(0, len);
+    } else {
+        Py_ssize_t i = 0;
+        const uint8_t *p;
+        while (i < len && (p = memchr(b + i, '\n', len - i)) != NULL) {
+            i = p - b;
+            Py_ssize_t sep_end;
+            if (!paragraphs) sep_end = i + 1;
+            else if (i + 2 < len && b[i + 1] == '\r' && b[i + 2] == '\n') sep_end = i + 3;
+            else if (i + 1 < len && b[i + 1] == '\n') sep_end = i + 2;
+            else {
+                i++;
+                continue;
+            }
+            PIECE(start, i);
+            start = i = sep_end;
+        }
+        carry = start;
+    }
+    Py_END_ALLOW_THREADS
+#undef PIECE
+    if (_PyBytes_Resize(&data, size) < 0) goto done;
+    if (PyByteArray_Resize(offsets, (n + 1) * 8) < 0 || PyByteArray_Resize(keys, n * 8) < 0)
+        goto done;
+    result = Py_BuildValue("(OOOnnn)", data, offsets, keys, records, empty, carry);
+done:
+    Py_XDECREF(data);
+    Py_XDECREF(offsets);
+    Py_XDECREF(keys);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/* gather(): the documents of (data, offsets int64) where mask (one byte per
+ * document) is non-zero, joined -> (data, offsets int64). */
+static PyObject *gather(PyObject *self, PyObject *args) {
+    Py_buffer data, offsets, mask;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &data, &offsets, &mask)) return NULL;
+    PyObject *out = NULL, *out_off = NULL, *result = NULL;
+    const int64_t *off = (const int64_t *)offsets.buf;
+    const uint8_t *m = (const uint8_t *)mask.buf;
+    Py_ssize_t n_docs = offsets.len / 8 - 1;
+    if (offsets.len % 8 || n_docs < 0 || mask.len != n_docs) {
+        PyErr_SetString(PyExc_ValueError, "bad offsets or mask");
+        goto done;
+    }
+    Py_ssize_t size = 0, n = 0;
+    for (Py_ssize_t d = 0; d < n_docs; d++) {
+        if (off[d] < 0 || off[d] > off[d + 1] || off[d + 1] > data.len) {
+            PyErr_SetString(PyExc_ValueError, "offsets out of range");
+            goto done;
+        }
+        if (m[d]) size += off[d + 1] - off[d], n++;
+    }
+    out = PyBytes_FromStringAndSize(NULL, size);
+    out_off = PyByteArray_FromStringAndSize(NULL, (n + 1) * 8);
+    if (!out || !out_off) goto done;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+    int64_t *oo = (int64_t *)PyByteArray_AS_STRING(out_off);
+    const uint8_t *src = (const uint8_t *)data.buf;
+    Py_ssize_t at = 0, k = 0;
+    oo[0] = 0;
+    for (Py_ssize_t d = 0; d < n_docs; d++) {
+        if (!m[d]) continue;
+        memcpy(o + at, src + off[d], off[d + 1] - off[d]);
+        at += off[d + 1] - off[d];
+        oo[++k] = at;
+    }
+    result = Py_BuildValue("(OO)", out, out_off);
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(out_off);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&mask);
     return result;
 }
 
@@ -231,7 +396,12 @@ static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(data, offsets_int64, class_table, official) -> bytearray of per-byte flags"},
     {"point_lists", point_lists, METH_VARARGS,
-     "point_lists(levels, offsets_int64, depth) -> [(list_offsets_i32, values_i32)] per stage"},
+     "point_lists(levels, offsets_int64, depth[, lut]) -> [(list_offsets_i32, values_i32)] per "
+     "stage"},
+    {"cut", cut, METH_VARARGS,
+     "cut(buffer, paragraphs, final) -> (data, offsets_int64, keys_int64, records, empty, carry)"},
+    {"gather", gather, METH_VARARGS,
+     "gather(data, offsets_int64, mask_u8) -> (data, offsets_int64) of the documents in mask"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fast", NULL, -1, methods};

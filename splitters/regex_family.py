@@ -117,6 +117,39 @@ def _analyse(batch: TextBatch, official: bool) -> _Analysis:
 BACKEND = {"name": "c" if _c_scan is not None else "numpy"}
 
 
+def scan_flags(batch: TextBatch, mode: str) -> np.ndarray:
+    """Per-byte flags of the C scan (see _fast.c), computed once per batch and mode."""
+    assert _c_scan is not None
+    key = ("regex-flags", mode)
+    if key not in batch.memo:
+        offsets = np.ascontiguousarray(batch.offsets, dtype=np.int64)
+        flags = _c_scan(batch.data, offsets, class_table(), mode == "official")
+        batch.memo[key] = np.frombuffer(flags, dtype=np.uint8)
+    return batch.memo[key]
+
+
+def flag_levels(stages: list) -> tuple[str, np.ndarray] | None:
+    """(mode, lut) when `stages` are all regex stages of one mode and the C scan is in
+    use: then the pipeline's level of a byte is lut[scan_flags(batch, mode)[byte]]
+    (the same as Pipeline.levels, without a mask per stage). Otherwise None."""
+    if _c_scan is None or BACKEND["name"] != "c" or not stages:
+        return None
+    if not all(isinstance(s, _RegexStage) for s in stages):
+        return None
+    modes = {s.config["mode"] for s in stages}
+    if len(modes) != 1:
+        return None
+    lut = np.zeros(256, dtype=np.uint8)
+    for flags in range(256):
+        level = 0
+        for s in stages:
+            if not flags & (_STAGE_FLAG[s.every] | _SPECIAL_FLAG):
+                break
+            level += 1
+        lut[flags] = level
+    return modes.pop(), lut
+
+
 class _RegexStage(Splitter):
     version = "1.0"
     options = (MODE,)
@@ -129,12 +162,7 @@ class _RegexStage(Splitter):
     def points(self, batch: TextBatch, prev: np.ndarray | None) -> np.ndarray:
         mode = self.config["mode"]
         if _c_scan is not None and BACKEND["name"] == "c":
-            key = ("regex-flags", mode)
-            if key not in batch.memo:
-                offsets = np.ascontiguousarray(batch.offsets, dtype=np.int64)
-                flags = _c_scan(batch.data, offsets, class_table(), mode == "official")
-                batch.memo[key] = np.frombuffer(flags, dtype=np.uint8)
-            return (batch.memo[key] & (_STAGE_FLAG[self.every] | _SPECIAL_FLAG)) != 0
+            return (scan_flags(batch, mode) & (_STAGE_FLAG[self.every] | _SPECIAL_FLAG)) != 0
         key = ("regex", mode)
         if key not in batch.memo:
             batch.memo[key] = _analyse(batch, official=mode == "official")
