@@ -25,12 +25,19 @@ import numpy as np
 import pyarrow as pa
 
 from splitters import Pipeline, TextBatch
-from splitters.regex_family import flag_levels, scan_flags
+from splitters.regex_family import flag_levels, flag_point_lists
 
 from . import __version__
 from .errors import OutputConflictError
 from .readers import DocBlock, InputFile, ReadOptions, file_sha256, open_stream, read_blocks
-from .shards import build_table, point_lists, schema, write_atomic, write_json_atomic
+from .shards import (
+    build_table,
+    id_column,
+    point_lists,
+    schema,
+    write_atomic,
+    write_json_atomic,
+)
 
 PREP_FORMAT = "aunet-prep/1"
 SPLITS = ("train", "val")
@@ -126,8 +133,7 @@ def process_chunk(chunk: Chunk, out: Path) -> dict[str, Any]:
         if not len(keys):
             continue
         lists = _point_lists(pipe, batch)
-        prefix = f"{chunk.input_name}#"
-        ids = pa.array([f"{prefix}{k}" for k in np.asarray(keys).tolist()], pa.string())
+        ids = id_column(f"{chunk.input_name}#", keys)
         rel = f"{split}/shard-{chunk.key}.arrow"
         info = write_atomic(out / rel, build_table(sch, ids, batch.data, batch.offsets, lists))
         units = [len(values) // 4 for _, values in lists]
@@ -143,7 +149,7 @@ def _point_lists(pipe: Pipeline, batch: TextBatch) -> list:
     fused = flag_levels(pipe.stages)
     if fused is not None:  # one C scan, its flags mapped to levels on the fly
         mode, lut = fused
-        return point_lists(scan_flags(batch, mode), batch.offsets, pipe.depth, lut)
+        return flag_point_lists(batch, mode, pipe.depth, lut)
     return point_lists(_levels(pipe, batch), batch.offsets, pipe.depth)
 
 

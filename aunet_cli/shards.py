@@ -22,9 +22,10 @@ import numpy as np
 import pyarrow as pa
 
 try:
+    from splitters._fast import ids as _c_ids
     from splitters._fast import point_lists as _c_point_lists
 except ImportError:  # built without a compiler
-    _c_point_lists = None
+    _c_ids = _c_point_lists = None
 
 SHARD_FORMAT = "aunet-shard/1"
 
@@ -38,6 +39,17 @@ def schema(n_stages: int, splitters: list[dict[str, Any]], version: str) -> pa.S
         "aunet.splitters": json.dumps(splitters, sort_keys=True),
     }
     return pa.schema(fields, metadata=meta)
+
+
+def id_column(prefix: str, keys: np.ndarray) -> pa.Array:
+    """Strings f"{prefix}{key}" (document ids)."""
+    keys = np.ascontiguousarray(keys, dtype=np.int64)
+    if _c_ids is None:
+        return pa.array([f"{prefix}{k}" for k in keys.tolist()], pa.string())
+    offsets, data = _c_ids(prefix.encode(), keys)
+    return pa.Array.from_buffers(
+        pa.string(), len(keys), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
 def build_table(
@@ -86,20 +98,27 @@ def point_lists(
     return _c_point_lists(levels, offsets, depth, lut)
 
 
-def write_atomic(path: Path, table: pa.Table) -> dict[str, Any]:
-    """Write to a temporary name, fsync, rename: a shard either exists whole or not at all."""
+ZSTD_LEVEL = 1  # Arrow's default level for zstd
+
+
+def write_atomic(path: Path, table: pa.Table, zstd_level: int = ZSTD_LEVEL) -> dict[str, Any]:
+    """Write to a temporary name, fsync, rename: a shard either exists whole or not at all.
+
+    The file is built in memory first, so its sha256 needs no second read."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
-    with (
-        pa.OSFile(str(tmp), "wb") as sink,
-        pa.ipc.new_file(sink, table.schema, options=options) as writer,
-    ):
+    options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", zstd_level))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table, max_chunksize=1 << 16)
-    with open(tmp, "rb+") as f:
+    body = memoryview(sink.getvalue())
+    digest = hashlib.sha256(body).hexdigest()
+    with open(tmp, "wb") as f:
+        f.write(body)
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return {"size": path.stat().st_size, "sha256": sha256_of(path)}
+    return {"size": len(body), "sha256": digest}
 
 
 def sha256_of(path: Path) -> str:

@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { OTHER = 0, LETTER = 1, DIGIT = 2, SPACE = 3, NEWLINE = 4 };
@@ -172,28 +173,128 @@ done:
     return result;
 }
 
-/* point_lists(): per-byte levels -> for each stage k, the byte offsets (relative to
+/* Point lists: per-byte levels -> for each stage k, the byte offsets (relative to
  * their document) of bytes with level >= k, as Arrow list offsets + values (int32).
- * With a 256-byte `lut`, the levels are lut[byte] (e.g. scan() flags -> levels). */
-static inline uint8_t level_at(const uint8_t *lv, const uint8_t *lut, Py_ssize_t i, int depth) {
-    uint8_t l = lut ? lut[lv[i]] : lv[i];
-    return l > depth ? (uint8_t)depth : l;
-}
+ * The level of byte i is lut[lv[i]] (lut clamped to depth). */
 
-/* first index >= i (and < hi) whose byte is non-zero; 8 bytes at a time */
-static inline Py_ssize_t skip_zeros(const uint8_t *lv, Py_ssize_t i, Py_ssize_t hi) {
-    while (i < hi && (i & 7)) {
-        if (lv[i]) return i;
-        i++;
-    }
-    while (i + 8 <= hi) {
+/* counts[k] = number of bytes in [lo, hi) with level >= k, k = 1..depth */
+static void count_levels(const uint8_t *restrict lv, const uint8_t *restrict lut, Py_ssize_t lo,
+                         Py_ssize_t hi, int depth, Py_ssize_t *counts) {
+    Py_ssize_t h[4][256];
+    memset(h, 0, sizeof h);
+    Py_ssize_t i = lo;
+    for (; i + 8 <= hi; i += 8) {
         uint64_t w;
         memcpy(&w, lv + i, 8);
-        if (w) return i + (__builtin_ctzll(w) >> 3);
-        i += 8;
+        if (!w) continue; /* level 0 whatever the lut */
+        h[0][lv[i]]++, h[1][lv[i + 1]]++, h[2][lv[i + 2]]++, h[3][lv[i + 3]]++;
+        h[0][lv[i + 4]]++, h[1][lv[i + 5]]++, h[2][lv[i + 6]]++, h[3][lv[i + 7]]++;
     }
-    while (i < hi && !lv[i]) i++;
-    return i;
+    for (; i < hi; i++) h[0][lv[i]]++;
+    for (int k = 0; k <= depth; k++) counts[k] = 0;
+    for (int b = 1; b < 256; b++) counts[lut[b]] += h[0][b] + h[1][b] + h[2][b] + h[3][b];
+    for (int k = depth - 1; k >= 1; k--) counts[k] += counts[k + 1];
+}
+
+/* Branch-free fill: every byte is written to the next free slot of every stage and
+ * the slot is kept only when the byte's level reaches the stage, so each values
+ * array needs room for one element more than it keeps. */
+#define FILL_DOCS(DEPTH)                                                                \
+    for (Py_ssize_t d = 0; d < n_docs; d++) {                                           \
+        for (int k = 1; k <= (DEPTH); k++) o[k][d] = n[k];                              \
+        const Py_ssize_t base = off[d], end = off[d + 1];                               \
+        Py_ssize_t i = base;                                                            \
+        while (i < end) {                                                               \
+            Py_ssize_t stop = i + 8;                                                    \
+            if (stop <= end) {                                                          \
+                uint64_t w;                                                             \
+                memcpy(&w, lv + i, 8);                                                  \
+                if (!w) {                                                               \
+                    i = stop;                                                           \
+                    continue;                                                           \
+                }                                                                       \
+            } else {                                                                    \
+                stop = end;                                                             \
+            }                                                                           \
+            for (; i < stop; i++) {                                                     \
+                const uint8_t l = lut[lv[i]];                                           \
+                const int32_t pos = (int32_t)(i - base);                                \
+                for (int k = 1; k <= (DEPTH); k++) {                                    \
+                    v[k][n[k]] = pos;                                                   \
+                    n[k] += l >= k;                                                     \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
+    }
+
+static void fill_lists(const uint8_t *restrict lv, const uint8_t *restrict lut,
+                       const int64_t *restrict off, Py_ssize_t n_docs, int depth,
+                       int32_t *restrict *o, int32_t *restrict *v) {
+    Py_ssize_t n[10] = {0};
+    switch (depth) {
+    case 1: FILL_DOCS(1) break;
+    case 2: FILL_DOCS(2) break;
+    case 3: FILL_DOCS(3) break;
+    case 4: FILL_DOCS(4) break;
+    default: FILL_DOCS(depth) break;
+    }
+    for (int k = 1; k <= depth; k++) o[k][n_docs] = (int32_t)n[k];
+}
+#undef FILL_DOCS
+
+/* [(list_offsets, values)] per stage; the GIL is held on entry and on return. */
+static PyObject *build_lists(const uint8_t *lv, const uint8_t *lut, const int64_t *off,
+                             Py_ssize_t n_docs, int depth) {
+    Py_ssize_t counts[10];
+    Py_BEGIN_ALLOW_THREADS
+    count_levels(lv, lut, off[0], off[n_docs], depth, counts);
+    Py_END_ALLOW_THREADS
+    PyObject *result = PyList_New(depth);
+    if (!result) return NULL;
+    PyObject *vals[10];
+    int32_t *o[10], *v[10];
+    for (int k = 1; k <= depth; k++) {
+        PyObject *lo = PyByteArray_FromStringAndSize(NULL, (n_docs + 1) * 4);
+        PyObject *va = PyByteArray_FromStringAndSize(NULL, (counts[k] + 1) * 4);
+        if (!lo || !va) {
+            Py_XDECREF(lo);
+            Py_XDECREF(va);
+            Py_DECREF(result);
+            return NULL;
+        }
+        o[k] = (int32_t *)PyByteArray_AS_STRING(lo);
+        v[k] = (int32_t *)PyByteArray_AS_STRING(va);
+        vals[k] = va;
+        PyList_SET_ITEM(result, k - 1, Py_BuildValue("(NN)", lo, va));
+    }
+    Py_BEGIN_ALLOW_THREADS
+    fill_lists(lv, lut, off, n_docs, depth, o, v);
+    Py_END_ALLOW_THREADS
+    for (int k = 1; k <= depth; k++) {
+        if (PyByteArray_Resize(vals[k], counts[k] * 4) < 0) {
+            Py_DECREF(result);
+            return NULL;
+        }
+    }
+    return result;
+}
+
+/* lut clamped to depth (identity when none is given) */
+static int make_lut(Py_buffer *lutbuf, int depth, uint8_t *lut) {
+    if (lutbuf->buf && lutbuf->len != 256) return -1;
+    for (int b = 0; b < 256; b++) {
+        int l = lutbuf->buf ? ((const uint8_t *)lutbuf->buf)[b] : b;
+        lut[b] = (uint8_t)(l > depth ? depth : l);
+    }
+    lut[0] = 0;
+    return 0;
+}
+
+static int check_offsets(const int64_t *off, Py_ssize_t n_docs, Py_ssize_t len) {
+    if (n_docs < 0 || off[0] < 0) return -1;
+    for (Py_ssize_t d = 0; d < n_docs; d++)
+        if (off[d] > off[d + 1] || off[d + 1] - off[d] > INT32_MAX) return -1;
+    return off[n_docs] > len ? -1 : 0;
 }
 
 static PyObject *point_lists(PyObject *self, PyObject *args) {
@@ -201,61 +302,56 @@ static PyObject *point_lists(PyObject *self, PyObject *args) {
     int depth;
     if (!PyArg_ParseTuple(args, "y*y*i|y*", &levels, &offsets, &depth, &lutbuf)) return NULL;
     PyObject *result = NULL;
-    const uint8_t *lv = (const uint8_t *)levels.buf;
-    const uint8_t *lut = lutbuf.buf ? (const uint8_t *)lutbuf.buf : NULL;
     const int64_t *off = (const int64_t *)offsets.buf;
-    Py_ssize_t n_docs = offsets.len / 8 - 1;
-    if (depth < 1 || depth > 9 || offsets.len % 8 || n_docs < 0 || off[0] < 0 ||
-        off[n_docs] > levels.len || (lut && lutbuf.len != 256)) {
+    uint8_t lut[256];
+    if (depth < 1 || depth > 9 || offsets.len % 8 || offsets.len < 8 ||
+        make_lut(&lutbuf, depth, lut) < 0 ||
+        check_offsets(off, offsets.len / 8 - 1, levels.len) < 0) {
         PyErr_SetString(PyExc_ValueError, "bad depth, offsets, levels or lut");
         goto done;
     }
-    for (Py_ssize_t d = 0; d < n_docs; d++) {
-        if (off[d] > off[d + 1]) {
-            PyErr_SetString(PyExc_ValueError, "offsets must not decrease");
-            goto done;
-        }
-    }
-    /* pass 1: how many points per stage; pass 2: fill every stage at once */
-    Py_ssize_t counts[10] = {0};
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = skip_zeros(lv, off[0], off[n_docs]); i < off[n_docs];
-         i = skip_zeros(lv, i + 1, off[n_docs]))
-        counts[level_at(lv, lut, i, depth)]++;
-    Py_END_ALLOW_THREADS
-    for (int k = depth - 1; k >= 1; k--) counts[k] += counts[k + 1];
-    result = PyList_New(depth);
-    if (!result) goto done;
-    int32_t *o[10], *v[10];
-    int32_t n[10] = {0};
-    for (int k = 1; k <= depth; k++) {
-        PyObject *lo = PyByteArray_FromStringAndSize(NULL, (n_docs + 1) * 4);
-        PyObject *va = PyByteArray_FromStringAndSize(NULL, counts[k] * 4);
-        if (!lo || !va) {
-            Py_XDECREF(lo);
-            Py_XDECREF(va);
-            Py_CLEAR(result);
-            goto done;
-        }
-        o[k] = (int32_t *)PyByteArray_AS_STRING(lo);
-        v[k] = (int32_t *)PyByteArray_AS_STRING(va);
-        PyList_SET_ITEM(result, k - 1, Py_BuildValue("(NN)", lo, va));
-    }
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t d = 0; d < n_docs; d++) {
-        for (int k = 1; k <= depth; k++) o[k][d] = n[k];
-        const int64_t base = off[d], end = off[d + 1];
-        for (Py_ssize_t i = skip_zeros(lv, base, end); i < end; i = skip_zeros(lv, i + 1, end)) {
-            uint8_t l = level_at(lv, lut, i, depth);
-            for (int k = 1; k <= l; k++) v[k][n[k]++] = (int32_t)(i - base);
-        }
-    }
-    Py_END_ALLOW_THREADS
-    for (int k = 1; k <= depth; k++) o[k][n_docs] = n[k];
+    result = build_lists((const uint8_t *)levels.buf, lut, off, offsets.len / 8 - 1, depth);
 done:
     PyBuffer_Release(&levels);
     PyBuffer_Release(&offsets);
     if (lutbuf.buf) PyBuffer_Release(&lutbuf);
+    return result;
+}
+
+/* scan_points(): scan() then point_lists() with lut, without a Python flags array. */
+static PyObject *scan_points(PyObject *self, PyObject *args) {
+    Py_buffer data, offsets, table, lutbuf;
+    int official, depth;
+    if (!PyArg_ParseTuple(args, "y*y*y*piy*", &data, &offsets, &table, &official, &depth,
+                          &lutbuf))
+        return NULL;
+    PyObject *result = NULL;
+    const int64_t *off = (const int64_t *)offsets.buf;
+    Py_ssize_t n_docs = offsets.len / 8 - 1;
+    uint8_t lut[256];
+    if (table.len < 0x110000 || depth < 1 || depth > 9 || offsets.len % 8 || offsets.len < 8 ||
+        make_lut(&lutbuf, depth, lut) < 0 || check_offsets(off, n_docs, data.len) < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad table, depth, offsets or lut");
+        goto done;
+    }
+    uint8_t *flags = malloc(data.len ? data.len : 1);
+    if (!flags) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    memset(flags, 0, data.len);
+    for (Py_ssize_t k = 0; k < n_docs; k++)
+        scan_doc((const uint8_t *)data.buf, off[k], off[k + 1], (const uint8_t *)table.buf,
+                 official, flags);
+    Py_END_ALLOW_THREADS
+    result = build_lists(flags, lut, off, n_docs, depth);
+    free(flags);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&lutbuf);
     return result;
 }
 
@@ -392,12 +488,64 @@ done:
     return result;
 }
 
+/* ids(): "<prefix><key>" for every int64 key, as an Arrow string column's buffers:
+ * (offsets int32 (n + 1), data). */
+static PyObject *ids(PyObject *self, PyObject *args) {
+    Py_buffer prefix, keys;
+    if (!PyArg_ParseTuple(args, "y*y*", &prefix, &keys)) return NULL;
+    PyObject *offsets = NULL, *data = NULL, *result = NULL;
+    Py_ssize_t n = keys.len / 8;
+    if (keys.len % 8 || prefix.len > 1 << 20) {
+        PyErr_SetString(PyExc_ValueError, "bad keys or prefix");
+        goto done;
+    }
+    const int64_t *k = (const int64_t *)keys.buf;
+    if ((double)n * (prefix.len + 20) > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many ids for one column");
+        goto done;
+    }
+    offsets = PyByteArray_FromStringAndSize(NULL, (n + 1) * 4);
+    data = PyByteArray_FromStringAndSize(NULL, n * (prefix.len + 20));
+    if (!offsets || !data) goto done;
+    int32_t *o = (int32_t *)PyByteArray_AS_STRING(offsets);
+    char *d = PyByteArray_AS_STRING(data);
+    Py_ssize_t at = 0;
+    o[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(d + at, prefix.buf, prefix.len);
+        at += prefix.len;
+        char tmp[24];
+        int len = 0;
+        uint64_t x = k[i] < 0 ? (uint64_t)0 - (uint64_t)k[i] : (uint64_t)k[i];
+        do {
+            tmp[len++] = (char)('0' + x % 10);
+            x /= 10;
+        } while (x);
+        if (k[i] < 0) tmp[len++] = '-';
+        while (len) d[at++] = tmp[--len];
+        o[i + 1] = (int32_t)at;
+    }
+    if (PyByteArray_Resize(data, at) < 0) goto done;
+    result = Py_BuildValue("(OO)", offsets, data);
+done:
+    Py_XDECREF(offsets);
+    Py_XDECREF(data);
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&keys);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(data, offsets_int64, class_table, official) -> bytearray of per-byte flags"},
     {"point_lists", point_lists, METH_VARARGS,
      "point_lists(levels, offsets_int64, depth[, lut]) -> [(list_offsets_i32, values_i32)] per "
      "stage"},
+    {"scan_points", scan_points, METH_VARARGS,
+     "scan_points(data, offsets_int64, class_table, official, depth, lut) -> point_lists of "
+     "lut[scan flags]"},
+    {"ids", ids, METH_VARARGS,
+     "ids(prefix, keys_int64) -> (offsets_i32, data) of the strings prefix + str(key)"},
     {"cut", cut, METH_VARARGS,
      "cut(buffer, paragraphs, final) -> (data, offsets_int64, keys_int64, records, empty, carry)"},
     {"gather", gather, METH_VARARGS,

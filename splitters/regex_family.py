@@ -31,8 +31,9 @@ from .unicode_classes import DIGIT, LETTER, NEWLINE, OTHER, SPACE, class_table, 
 
 try:  # the same state machine as RegexStreamer, compiled (see _fast.c)
     from ._fast import scan as _c_scan
+    from ._fast import scan_points as _c_scan_points
 except ImportError:  # no compiler at install time: the numpy path below is used
-    _c_scan = None
+    _c_scan = _c_scan_points = None
 
 _STAGE_FLAG = {1: 1, 2: 2, 4: 4}
 _SPECIAL_FLAG = 8
@@ -148,6 +149,15 @@ def flag_levels(stages: list) -> tuple[str, np.ndarray] | None:
             level += 1
         lut[flags] = level
     return modes.pop(), lut
+
+
+def flag_point_lists(batch: TextBatch, mode: str, depth: int, lut: np.ndarray) -> list:
+    """Arrow list buffers [(list offsets, values)] of stages 1..depth, where a byte's
+    level is lut[its scan flag] (see `flag_levels`): one C pass, no per-byte array
+    in Python. The same lists as shards.point_lists(lut[scan_flags(batch, mode)], ...)."""
+    assert _c_scan_points is not None
+    offsets = np.ascontiguousarray(batch.offsets, dtype=np.int64)
+    return _c_scan_points(batch.data, offsets, class_table(), mode == "official", depth, lut)
 
 
 class _RegexStage(Splitter):

@@ -1,0 +1,125 @@
+"""The C fast paths of `aunet prep` equal the plain Python/numpy ones they replace.
+
+* readers: `_txt_blocks` (documents cut in C, joined) == `_txt` (a bytes object per
+  document), on random text full of CR/LF runs, for any read size;
+* shards: point lists straight from the scan flags (`flag_point_lists`) and the C
+  `point_lists` == the numpy version over `Pipeline.levels`;
+* ids and the val/train gather == their Python equivalents.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import aunet_cli.readers as readers
+from aunet_cli import shards
+from aunet_cli.readers import DocBatch, DocBlock, ReadOptions
+from splitters import Pipeline, TextBatch
+from splitters.regex_family import flag_levels, flag_point_lists
+
+fast = pytest.importorskip("splitters._fast")
+
+PIECES = [b"a", b"b", b" ", b"\n", b"\r", b"\n\n", b"\r\n", b"\xc3\xa9", b"\t", b"\xe4\xb8"]
+
+
+def random_text(rng: random.Random, n: int) -> bytes:
+    return b"".join(rng.choice(PIECES) for _ in range(n))
+
+
+def as_docs(batches) -> tuple[list[tuple[int, bytes]], Counter]:
+    docs, skipped = [], Counter()
+    for b in batches:
+        skipped += b.skipped
+        if isinstance(b, DocBatch):
+            docs += list(zip(b.keys, b.docs, strict=True))
+        else:
+            docs += [
+                (int(k), b.data[b.offsets[i] : b.offsets[i + 1]]) for i, k in enumerate(b.keys)
+            ]
+    return docs, skipped
+
+
+@pytest.mark.parametrize("doc_per", ["paragraph", "line"])
+def test_c_cut_equals_python_cut(monkeypatch, doc_per):
+    rng = random.Random(doc_per)
+    opts = ReadOptions(doc_per=doc_per)
+    for trial in range(1500):
+        text = random_text(rng, rng.randint(0, 80))
+        monkeypatch.setattr(readers, "BLOCK", rng.choice([1, 2, 3, 5, 8, 64, 1 << 22]))
+        want = as_docs(readers._txt(opts, io.BytesIO(text)))
+        got = as_docs(readers._txt_blocks(opts, io.BytesIO(text)))
+        assert got == want, (trial, text)
+
+
+def test_c_cut_keeps_the_carry_and_counts_records():
+    data, offsets, keys, records, empty, carry = fast.cut(b"a\n\nb\n\n\nc\n", True, False)
+    assert data == b"ab" and list(np.frombuffer(offsets, np.int64)) == [0, 1, 2]
+    assert list(np.frombuffer(keys, np.int64)) == [1, 2] and (records, empty) == (2, 0)
+    assert carry == len(b"a\n\nb\n\n")  # "\nc\n" goes on in the next buffer
+    data, offsets, keys, records, empty, carry = fast.cut(b"x\r\n\r\ny\n", False, False)
+    assert data == b"xy" and list(np.frombuffer(keys, np.int64)) == [1, 3]
+    assert (records, empty, carry) == (3, 1, 7)
+
+
+def test_doc_block_select_join_slice():
+    rng = random.Random(3)
+    docs = [random_text(rng, rng.randint(1, 30)) or b"z" for _ in range(200)]
+    block = DocBlock.from_batch(DocBatch(list(range(1, 201)), docs))
+    mask = np.array([rng.random() < 0.3 for _ in docs])
+    picked = block.select(mask)
+    assert as_docs([picked])[0] == [
+        (k, d) for k, d, m in zip(range(1, 201), docs, mask, strict=True) if m
+    ]
+    monkey = readers._c_gather
+    try:
+        readers._c_gather = None
+        assert as_docs([block.select(mask)]) == as_docs([picked])
+    finally:
+        readers._c_gather = monkey
+    parts = [block.slice(0, 50), block.slice(50, 51), block.slice(51, 200)]
+    assert as_docs([DocBlock.join(parts)]) == as_docs([block])
+    assert DocBlock.join([]).n_docs == 0
+
+
+@pytest.mark.parametrize("mode", ["causal", "official"])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_point_lists_from_scan_flags_equal_numpy(mode, depth):
+    rng = random.Random(depth)
+    stages = ["regex-words", "regex-word-pairs", "regex-4words"][:depth]
+    pipe = Pipeline.from_specs([f"{s}:mode={mode}" for s in stages])
+    docs = [random_text(rng, rng.randint(1, 120)) for _ in range(300)]
+    docs += ["中文，一二三 4567 ü...!! \n\n\r\n x".encode(), b"\xff\xfe a b c d e f g h"]
+    batch = TextBatch.from_docs(docs)
+    levels = pipe.levels(batch)
+    want = shards._point_lists_numpy(levels, batch.offsets, depth)
+    assert shards.point_lists(levels, batch.offsets, depth) == want
+    fused = flag_levels(pipe.stages)
+    assert fused is not None and fused[0] == mode
+    got = flag_point_lists(TextBatch(batch.data, batch.offsets), mode, depth, fused[1])
+    assert [(bytes(o), bytes(v)) for o, v in got] == [(bytes(o), bytes(v)) for o, v in want]
+
+
+def test_flag_levels_only_for_one_mode_of_regex_stages():
+    assert (
+        flag_levels(Pipeline.from_specs(["regex-words", "regex-4words:mode=official"]).stages)
+        is None
+    )
+    mode, lut = flag_levels(Pipeline.from_specs(["regex-word-pairs", "regex-words"]).stages)
+    assert mode == "causal" and lut[1] == 0 and lut[3] == 2 and lut[8] == 2
+
+
+def test_id_column_equals_python():
+    keys = np.array([1, 2, 10, 99, 100, 123456789012, 0], dtype=np.int64)
+    col = shards.id_column("dir/a b.txt#", keys)
+    assert col.to_pylist() == [f"dir/a b.txt#{k}" for k in keys.tolist()]
+    c_ids = shards._c_ids
+    try:
+        shards._c_ids = None
+        assert shards.id_column("ü#", keys).to_pylist() == [f"ü#{k}" for k in keys.tolist()]
+    finally:
+        shards._c_ids = c_ids
