@@ -15,7 +15,7 @@ import shutil
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -117,6 +117,11 @@ def _init_worker(specs: tuple[str, ...], threads: bool = True) -> None:
 
 def process_chunk(chunk: Chunk, out: Path) -> dict[str, Any]:
     """Split a chunk's documents, write its shards atomically, then its state file."""
+    return write_chunk(out, *split_chunk(chunk))
+
+
+def split_chunk(chunk: Chunk) -> tuple[str, dict[str, Any], list[tuple[str, pa.Table]]]:
+    """The CPU half of `process_chunk`: (chunk key, state without shard hashes, tables)."""
     assert _pipeline is not None
     pipe = _pipeline
     sch = schema(pipe.depth, pipe.describe(), __version__)
@@ -129,18 +134,29 @@ def process_chunk(chunk: Chunk, out: Path) -> dict[str, Any]:
         "splits": {},
         "shards": [],
     }
+    tables = []
     for split, (keys, batch) in chunk.parts.items():
         if not len(keys):
             continue
         lists = _point_lists(pipe, batch)
         ids = id_column(f"{chunk.input_name}#", keys)
         rel = f"{split}/shard-{chunk.key}.arrow"
-        info = write_atomic(out / rel, build_table(sch, ids, batch.data, batch.offsets, lists))
+        tables.append((rel, build_table(sch, ids, batch.data, batch.offsets, lists)))
         units = [len(values) // 4 for _, values in lists]
         n_rows, n_bytes = len(keys), batch.n_bytes
         state["splits"][split] = {"documents": n_rows, "bytes": n_bytes, "units": units}
-        state["shards"].append({"path": rel, "rows": n_rows, "bytes": n_bytes, **info})
-    write_json_atomic(_state_path(out, chunk.key), state)
+        state["shards"].append({"path": rel, "rows": n_rows, "bytes": n_bytes})
+    return chunk.key, state, tables
+
+
+def write_chunk(
+    out: Path, key: str, state: dict[str, Any], tables: list[tuple[str, pa.Table]]
+) -> dict[str, Any]:
+    """The I/O half: compress and write the shards, then the state file (chunk done)."""
+    for shard, (rel, table) in zip(state["shards"], tables, strict=True):
+        assert shard["path"] == rel
+        shard.update(write_atomic(out / rel, table))
+    write_json_atomic(_state_path(out, key), state)
     return state
 
 
@@ -204,7 +220,7 @@ def prep(
         return json.loads(manifest_path.read_text()) | {"up_to_date": True}
 
     _init_worker(opts.splitters)
-    pool = None
+    pool: Executor
     if opts.workers > 1:
         pool = ProcessPoolExecutor(
             opts.workers,
@@ -212,16 +228,18 @@ def prep(
             initializer=_init_worker,
             initargs=(opts.splitters, False),
         )
+    else:  # one worker: this thread splits chunk i + 1 while a thread writes chunk i
+        pool = ThreadPoolExecutor(1, thread_name_prefix="aunet-write")
     in_flight: deque[Future] = deque()
 
     def submit(chunk: Chunk) -> None:
         if _state_path(out, chunk.key).exists():
             _check_resumable(out, chunk)
             return
-        if pool is None:
-            process_chunk(chunk, out)
-            return
-        in_flight.append(pool.submit(process_chunk, chunk, out))
+        if opts.workers > 1:
+            in_flight.append(pool.submit(process_chunk, chunk, out))
+        else:
+            in_flight.append(pool.submit(write_chunk, out, *split_chunk(chunk)))
         while len(in_flight) >= 2 * opts.workers:
             in_flight.popleft().result()
 
@@ -242,8 +260,7 @@ def prep(
             in_flight.popleft().result()
     finally:
         progress.stop()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        pool.shutdown(cancel_futures=True)
     return _finish(out, inputs, fp, pipeline)
 
 
