@@ -196,37 +196,40 @@ static void count_levels(const uint8_t *restrict lv, const uint8_t *restrict lut
     for (int k = depth - 1; k >= 1; k--) counts[k] += counts[k + 1];
 }
 
-/* Branch-free fill: every byte is written to the next free slot of every stage and
- * the slot is kept only when the byte's level reaches the stage, so each values
- * array needs room for one element more than it keeps. */
+/* Fill: for each non-zero byte (found 8 at a time), its offset is written to the
+ * next free slot of every stage and kept only where its level reaches the stage
+ * (no branch on the level), so each values array needs room for one element more
+ * than it keeps. */
+#define PUSH(DEPTH, I)                                                                  \
+    do {                                                                                \
+        const uint8_t l = lut[lv[I]];                                                   \
+        const int32_t pos = (int32_t)((I) - base);                                      \
+        for (int k = 1; k <= (DEPTH); k++) {                                            \
+            v[k][n[k]] = pos;                                                           \
+            n[k] += l >= k;                                                             \
+        }                                                                               \
+    } while (0)
 #define FILL_DOCS(DEPTH)                                                                \
     for (Py_ssize_t d = 0; d < n_docs; d++) {                                           \
         for (int k = 1; k <= (DEPTH); k++) o[k][d] = n[k];                              \
         const Py_ssize_t base = off[d], end = off[d + 1];                               \
         Py_ssize_t i = base;                                                            \
-        while (i < end) {                                                               \
-            Py_ssize_t stop = i + 8;                                                    \
-            if (stop <= end) {                                                          \
-                uint64_t w;                                                             \
-                memcpy(&w, lv + i, 8);                                                  \
-                if (!w) {                                                               \
-                    i = stop;                                                           \
-                    continue;                                                           \
-                }                                                                       \
-            } else {                                                                    \
-                stop = end;                                                             \
-            }                                                                           \
-            for (; i < stop; i++) {                                                     \
-                const uint8_t l = lut[lv[i]];                                           \
-                const int32_t pos = (int32_t)(i - base);                                \
-                for (int k = 1; k <= (DEPTH); k++) {                                    \
-                    v[k][n[k]] = pos;                                                   \
-                    n[k] += l >= k;                                                     \
-                }                                                                       \
+        for (; i + 8 <= end; i += 8) {                                                  \
+            uint64_t w;                                                                 \
+            memcpy(&w, lv + i, 8);                                                      \
+            /* high bit of each non-zero byte */                                        \
+            uint64_t m = (((w & LOW7) + LOW7) | w) & HIGH1;                             \
+            while (m) {                                                                 \
+                const Py_ssize_t j = i + (__builtin_ctzll(m) >> 3);                     \
+                PUSH(DEPTH, j);                                                         \
+                m &= m - 1;                                                             \
             }                                                                           \
         }                                                                               \
+        for (; i < end; i++) PUSH(DEPTH, i);                                            \
     }
 
+#define LOW7 0x7F7F7F7F7F7F7F7FULL
+#define HIGH1 0x8080808080808080ULL
 static void fill_lists(const uint8_t *restrict lv, const uint8_t *restrict lut,
                        const int64_t *restrict off, Py_ssize_t n_docs, int depth,
                        int32_t *restrict *o, int32_t *restrict *v) {
@@ -241,6 +244,7 @@ static void fill_lists(const uint8_t *restrict lv, const uint8_t *restrict lut,
     for (int k = 1; k <= depth; k++) o[k][n_docs] = (int32_t)n[k];
 }
 #undef FILL_DOCS
+#undef PUSH
 
 /* [(list_offsets, values)] per stage; the GIL is held on entry and on return. */
 static PyObject *build_lists(const uint8_t *lv, const uint8_t *lut, const int64_t *off,
