@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import UPSAMPLE_OFFSETS, Attention, AUNet, Transformer, _apply_rope
+from .model import UPSAMPLE_OFFSETS, AUNet, Transformer, _apply_rope
 
 CHUNK = 256  # most stage-1 positions per internal step; ring slots beyond the window
 
@@ -41,15 +41,22 @@ def context_limit(model: AUNet) -> int | None:
     return model.cfg.seq_len
 
 
-class KVCache:
-    """Keys and values of one attention layer, in a ring of `cap` slots per row."""
+class StackCache:
+    """Keys and values of every layer of one transformer stack, in rings of `cap` slots.
 
-    def __init__(self, batch: int, attn: Attention, cap: int, device, dtype) -> None:
-        shape = (batch, attn.heads, cap, attn.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.pos = torch.full((batch, cap), -1, dtype=torch.long, device=device)
+    The layers of a stack see the same positions, so they share one slot map (`pos`),
+    one attention mask and one set of RoPE angles per call.
+    """
+
+    def __init__(self, batch: int, tr: Transformer, cap: int, device, dtype) -> None:
         self.cap = cap
+        self.window = tr.blocks[0].attn.window if len(tr.blocks) else None
+        self.k, self.v = [], []
+        for block in tr.blocks:
+            shape = (batch, block.attn.heads, cap, block.attn.head_dim)
+            self.k.append(torch.zeros(shape, device=device, dtype=dtype))
+            self.v.append(torch.zeros(shape, device=device, dtype=dtype))
+        self.pos = torch.full((batch, cap), -1, dtype=torch.long, device=device)
 
     def reset(self, rows: torch.Tensor) -> None:
         self.pos[rows] = -1
@@ -62,53 +69,62 @@ def _rope_at(pos: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tens
     return ang.cos()[:, None], ang.sin()[:, None]
 
 
-def _attend(
-    attn: Attention, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
-    cache: KVCache, theta: float,
-) -> torch.Tensor:  # fmt: skip
-    """Causal (windowed) attention of new positions over the cache; stores them first."""
+def _run(
+    tr: Transformer, cache: StackCache, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """The stack over new positions (b, m) that attend to the cache; stores them first.
+
+    Writing before attending is safe: a ring slot is reused only by a position more
+    than `window` (or, without a window, `cap` = the whole context) ahead of it.
+    """
+    if not len(tr.blocks):
+        return x
     b, m, d = x.shape
-    q, k, v = attn.qkv(x).view(b, m, 3, attn.heads, attn.head_dim).unbind(2)
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (b, heads, m, head_dim)
-    cos, sin = _rope_at(pos, attn.head_dim, theta)
-    q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
-    # Writing before attending is safe: a ring slot is reused only by a position more
-    # than `window` (or, without a window, `cap` = the whole context) ahead of it.
-    r, j = valid.nonzero(as_tuple=True)
-    slot = pos[r, j] % cache.cap
-    cache.k[r, :, slot] = k[r, :, j]
-    cache.v[r, :, slot] = v[r, :, j]
-    cache.pos[r, slot] = pos[r, j]
+    slots = pos % cache.cap
+    single = m == 1 and bool(valid.all()) and bool((slots == slots[0, 0]).all())
+    if single:  # the common decoding step: one slot, the same in every row
+        slot = int(slots[0, 0])
+        cache.pos[:, slot] = pos[:, 0]
+    else:
+        r, j = valid.nonzero(as_tuple=True)
+        slot_rj = slots[r, j]
+        cache.pos[r, slot_rj] = pos[r, j]
     qp, kp = pos[:, :, None], cache.pos[:, None, :]
     mask = (kp >= 0) & (kp <= qp)
-    if attn.window is not None:
-        mask &= qp - kp < attn.window
-    mask |= ~valid[:, :, None]  # padding queries: anything (their output is discarded)
-    y = F.scaled_dot_product_attention(q, cache.k, cache.v, attn_mask=mask[:, None])
-    return attn.out(y.transpose(1, 2).reshape(b, m, d))
-
-
-def _run(
-    tr: Transformer, caches: list[KVCache], x: torch.Tensor, pos: torch.Tensor,
-    valid: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
-    for block, cache in zip(tr.blocks, caches, strict=True):
-        x = x + _attend(block.attn, block.attn_norm(x), pos, valid, cache, tr.theta)
+    if cache.window is not None:
+        mask &= qp - kp < cache.window
+    mask = (mask | ~valid[:, :, None])[:, None]  # padding queries: anything (discarded)
+    head_dim = d // tr.blocks[0].attn.heads
+    cos, sin = _rope_at(pos, head_dim, tr.theta)
+    for block, keys, values in zip(tr.blocks, cache.k, cache.v, strict=True):
+        attn = block.attn
+        q, k, v = attn.qkv(block.attn_norm(x)).view(b, m, 3, attn.heads, head_dim).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (b, heads, m, head_dim)
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        if single:
+            keys[:, :, slot] = k[:, :, 0]
+            values[:, :, slot] = v[:, :, 0]
+        else:
+            keys[r, :, slot_rj] = k[r, :, j]
+            values[r, :, slot_rj] = v[r, :, j]
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        x = x + attn.out(y.transpose(1, 2).reshape(b, m, d))
         x = x + block.mlp(block.mlp_norm(x))
     return x
 
 
 @dataclass
 class StageState:
-    enc: list[KVCache]
-    dec: list[KVCache]
+    enc: StackCache
+    dec: StackCache | None
     length: torch.Tensor  # (B,) positions this stage has seen
     table: torch.Tensor  # (B, 16, d_s) upsampled latest coarse vector, one row per offset
     offset: torch.Tensor  # (B,) offset of the last position from its point
 
     def reset(self, rows: torch.Tensor) -> None:
-        for c in (*self.enc, *self.dec):
-            c.reset(rows)
+        self.enc.reset(rows)
+        if self.dec is not None:
+            self.dec.reset(rows)
         self.length[rows] = 0
         self.table[rows] = 0
         self.offset[rows] = 0
@@ -126,13 +142,12 @@ class IncrementalState:
         for s, st in enumerate(model.cfg.stages):
             cap = st.window + CHUNK if st.window else limit
 
-            def caches(tr: Transformer, cap: int = cap) -> list[KVCache]:
-                return [KVCache(batch, b.attn, cap, device, dtype) for b in tr.blocks]
-
-            dec = caches(model.decoders[s]) if s < model.cfg.n_stages - 1 else []
+            dec = None
+            if s < model.cfg.n_stages - 1:
+                dec = StackCache(batch, model.decoders[s], cap, device, dtype)
             self.stages.append(
                 StageState(
-                    enc=caches(model.encoders[s]),
+                    enc=StackCache(batch, model.encoders[s], cap, device, dtype),
                     dec=dec,
                     length=torch.zeros(batch, dtype=torch.long, device=device),
                     table=torch.zeros(batch, UPSAMPLE_OFFSETS, st.dim, device=device, dtype=dtype),
