@@ -19,6 +19,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum { OTHER = 0, LETTER = 1, DIGIT = 2, SPACE = 3, NEWLINE = 4 };
 enum { F_WORD = 1, F_PAIR = 2, F_QUAD = 4, F_SPECIAL = 8 };
@@ -90,8 +93,93 @@ static inline __attribute__((always_inline)) void on_char(State *restrict s, int
     if (emit) out[end] = flags; /* official mode may add F_SPECIAL to an earlier byte */
 }
 
+/* The first byte at or after i that is not an ASCII letter (stops before hi). With
+ * `simd`, ASCII letters must be exactly A-Z and a-z in `table` (see ascii_letters_ok). */
+static inline Py_ssize_t skip_ascii_letters(const uint8_t *restrict d, Py_ssize_t i, Py_ssize_t hi,
+                                            const uint8_t *restrict table, int simd) {
+#ifdef __SSE2__
+    if (simd) {
+        const __m128i case_bit = _mm_set1_epi8(0x20), below_a = _mm_set1_epi8('a' - 1),
+                      above_z = _mm_set1_epi8('z' + 1);
+        for (; i + 16 <= hi; i += 16) {
+            /* x | 0x20 in 'a'..'z' (signed compare: bytes >= 0x80 are negative, never in) */
+            __m128i x = _mm_or_si128(_mm_loadu_si128((const __m128i *)(d + i)), case_bit);
+            __m128i in = _mm_and_si128(_mm_cmpgt_epi8(x, below_a), _mm_cmplt_epi8(x, above_z));
+            int letters = _mm_movemask_epi8(in);
+            if (letters != 0xFFFF) return i + __builtin_ctz(~letters);
+        }
+    }
+#else
+    (void)simd;
+#endif
+    while (i < hi && d[i] < 0x80 && table[d[i]] == LETTER) i++;
+    return i;
+}
+
+static int ascii_letters_ok(const uint8_t *table) {
+    for (int b = 0; b < 0x80; b++)
+        if ((table[b] == LETTER) != ((b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z'))) return 0;
+    return 1;
+}
+
+/* The UTF-8 character starting with the non-ASCII byte d[i]: returns how many
+ * continuation bytes it needs (0: the byte can never start a character) and sets
+ * *got to how many valid ones follow before hi (got == need: complete, code point
+ * in *cp). */
+static inline int decode(const uint8_t *restrict d, Py_ssize_t i, Py_ssize_t hi, uint32_t *cp,
+                         int *got) {
+    uint8_t b = d[i];
+    /* fast path: a complete 3-byte character without special ranges (most CJK) */
+    if (b >= 0xE1 && b <= 0xEF && b != 0xED && i + 2 < hi && (d[i + 1] & 0xC0) == 0x80 &&
+        (d[i + 2] & 0xC0) == 0x80) {
+        *cp = ((uint32_t)(b & 0x0F) << 12) | ((uint32_t)(d[i + 1] & 0x3F) << 6) | (d[i + 2] & 0x3F);
+        *got = 2;
+        return 2;
+    }
+    int need = 0;
+    uint8_t lo2 = 0x80, hi2 = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) need = 1;
+    else if (b >= 0xE0 && b <= 0xEF) need = 2;
+    else if (b >= 0xF0 && b <= 0xF4) need = 3;
+    if (b == 0xE0) lo2 = 0xA0;
+    if (b == 0xED) hi2 = 0x9F;
+    if (b == 0xF0) lo2 = 0x90;
+    if (b == 0xF4) hi2 = 0x8F;
+    uint32_t c = b & (need == 1 ? 0x1F : need == 2 ? 0x0F : 0x07);
+    int n = 0;
+    while (n < need && i + 1 + n < hi) {
+        uint8_t x = d[i + 1 + n];
+        uint8_t l = n == 0 ? lo2 : 0x80, h = n == 0 ? hi2 : 0xBF;
+        if (x < l || x > h) break;
+        c = (c << 6) | (x & 0x3F);
+        n++;
+    }
+    *cp = c;
+    *got = n;
+    return need;
+}
+
+/* After a letter, further letters change nothing (idempotent state, no flags): the
+ * first byte at or after i that does not start a complete letter. */
+static inline Py_ssize_t skip_letters(const uint8_t *restrict d, Py_ssize_t i, Py_ssize_t hi,
+                                      const uint8_t *restrict table, int simd) {
+    for (;;) {
+        if (i >= hi) return i;
+        if (d[i] < 0x80) {
+            if (table[d[i]] != LETTER) return i;
+            i = skip_ascii_letters(d, i + 1, hi, table, simd);
+            continue;
+        }
+        uint32_t cp;
+        int got, need = decode(d, i, hi, &cp, &got);
+        if (!need || got != need || table[cp] != LETTER) return i;
+        i += need + 1;
+    }
+}
+
 static void scan_doc(const uint8_t *restrict d, Py_ssize_t lo, Py_ssize_t hi,
-                     const uint8_t *restrict table, int official, uint8_t *restrict out) {
+                     const uint8_t *restrict table, int official, int simd,
+                     uint8_t *restrict out) {
     State s;
     reset(&s);
     Py_ssize_t i = lo;
@@ -101,37 +189,19 @@ static void scan_doc(const uint8_t *restrict d, Py_ssize_t lo, Py_ssize_t hi,
             uint8_t cls = table[b];
             on_char(&s, cls, i, 1, official, out);
             i++;
-            /* further letters change nothing (idempotent state, no flags): skip them */
-            if (cls == LETTER)
-                while (i < hi && d[i] < 0x80 && table[d[i]] == LETTER) i++;
+            if (cls == LETTER) i = skip_letters(d, i, hi, table, simd);
             continue;
         }
-        int need = 0;
-        uint8_t lo2 = 0x80, hi2 = 0xBF;
-        if (b >= 0xC2 && b <= 0xDF) need = 1;
-        else if (b >= 0xE0 && b <= 0xEF) need = 2;
-        else if (b >= 0xF0 && b <= 0xF4) need = 3;
-        if (b == 0xE0) lo2 = 0xA0;
-        if (b == 0xED) hi2 = 0x9F;
-        if (b == 0xF0) lo2 = 0x90;
-        if (b == 0xF4) hi2 = 0x8F;
+        uint32_t cp;
+        int got, need = decode(d, i, hi, &cp, &got);
         if (!need) { /* a byte that can never start a character: its own char, decided */
             on_char(&s, table[0xDC00 + b], i, 1, official, out);
             i++;
-            continue;
-        }
-        uint32_t cp = b & (need == 1 ? 0x1F : need == 2 ? 0x0F : 0x07);
-        int got = 0;
-        while (got < need && i + 1 + got < hi) {
-            uint8_t c = d[i + 1 + got];
-            uint8_t l = got == 0 ? lo2 : 0x80, h = got == 0 ? hi2 : 0xBF;
-            if (c < l || c > h) break;
-            cp = (cp << 6) | (c & 0x3F);
-            got++;
-        }
-        if (got == need) {
-            on_char(&s, table[cp], i + need, 1, official, out);
+        } else if (got == need) {
+            uint8_t cls = table[cp];
+            on_char(&s, cls, i + need, 1, official, out);
             i += need + 1;
+            if (cls == LETTER) i = skip_letters(d, i, hi, table, simd);
         } else { /* truncated sequence: each byte its own char, never pooled */
             for (int k = 0; k <= got; k++) on_char(&s, table[0xDC00 + d[i + k]], i + k, 0, official, out);
             i += got + 1;
@@ -161,10 +231,11 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             goto done;
         }
     }
+    const int simd = ascii_letters_ok((const uint8_t *)table.buf);
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t k = 0; k < n_docs; k++)
         scan_doc((const uint8_t *)data.buf, off[k], off[k + 1], (const uint8_t *)table.buf,
-                 official, out);
+                 official, simd, out);
     Py_END_ALLOW_THREADS
 done:
     PyBuffer_Release(&data);
@@ -343,11 +414,12 @@ static PyObject *scan_points(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
+    const int simd = ascii_letters_ok((const uint8_t *)table.buf);
     Py_BEGIN_ALLOW_THREADS
     memset(flags, 0, data.len);
     for (Py_ssize_t k = 0; k < n_docs; k++)
         scan_doc((const uint8_t *)data.buf, off[k], off[k + 1], (const uint8_t *)table.buf,
-                 official, flags);
+                 official, simd, flags);
     Py_END_ALLOW_THREADS
     result = build_lists(flags, lut, off, n_docs, depth);
     free(flags);
