@@ -18,6 +18,7 @@ CAUSAL = [
     ["regex-words", "regex-4words"],
 ]
 OFFICIAL = [[f"{s}:mode=official" for s in specs] for specs in CAUSAL]
+CAUSAL += [["utf8-chars"], ["utf8-chars", "regex-words"]]
 
 # Characters that exercise every rule: spaces of all kinds, CR/LF, digits of several
 # scripts, letters, CJK, emoji, punctuation, combining marks, NUL.
