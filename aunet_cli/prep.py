@@ -15,9 +15,8 @@ import shutil
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +221,9 @@ def prep(
     _init_worker(opts.splitters)
     pool: Executor
     if opts.workers > 1:
+        from concurrent.futures import ProcessPoolExecutor  # not imported for one worker
+        from multiprocessing import get_context
+
         pool = ProcessPoolExecutor(
             opts.workers,
             mp_context=get_context("fork"),
