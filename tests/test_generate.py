@@ -30,8 +30,8 @@ TEXT = (
 ).encode() * 2
 SPLITTERS = {
     1: [[]],
-    2: [["regex-words"], ["regex-word-pairs"], ["regex-4words"]],
-    3: [["regex-words", "regex-word-pairs"]],
+    2: [["regex-words"], ["regex-word-pairs"], ["regex-4words"], ["utf8-chars"]],
+    3: [["regex-words", "regex-word-pairs"], ["utf8-chars", "regex-words"]],
     4: [["regex-words", "regex-word-pairs", "regex-4words"]],
 }
 
