@@ -28,9 +28,15 @@ def export_model(model: AUNet, run_dir: Path, config: dict[str, Any]) -> None:
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[AUNet, dict[str, Any]]:
-    """A run directory (or its model.safetensors) -> (model in eval mode, config)."""
+    """A run directory (or its model.safetensors) -> (model in eval mode, config).
+
+    A run still training (no model.safetensors yet) loads its newest checkpoint;
+    the config then names it under "checkpoint".
+    """
     run_dir = path if path.is_dir() else path.parent
     weights, cfg_path = run_dir / "model.safetensors", run_dir / "config.json"
+    if path.is_dir() and not weights.exists() and list(run_dir.glob("checkpoints/*.ckpt")):
+        return _from_checkpoint(run_dir, device)
     for p in (weights, cfg_path):
         if not p.exists():
             raise AunetError(f"{run_dir}: no {p.name} (is this a finished `aunet train` run?)")
@@ -54,4 +60,32 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[AUNet, d
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise AunetError(f"{weights}: cannot load ({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), config
+
+
+def _from_checkpoint(run_dir: Path, device: str | torch.device) -> tuple[AUNet, dict[str, Any]]:
+    """The newest checkpoint of an unfinished run (loaded with weights_only=True)."""
+    ckpt = max(run_dir.glob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
+    try:
+        recipe = json.loads((run_dir / "recipe.json").read_text())
+        prepared = recipe["data"].get("prepared") or run_dir / "data"
+        manifest = json.loads((Path(prepared) / "manifest.json").read_text())
+        model = AUNet(ModelConfig(**recipe["model"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AunetError(
+            f"{run_dir}: a checkpoint but no readable recipe or data ({exc})"
+        ) from None
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=True)["state_dict"]
+        model.load_state_dict(
+            {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        )
+    except (RuntimeError, OSError, KeyError, EOFError) as exc:
+        raise AunetError(f"{ckpt}: cannot load ({str(exc).splitlines()[0]})") from None
+    config = {
+        "format": MODEL_FORMAT,
+        "model": recipe["model"],
+        "splitters": manifest["options"]["splitters"],
+        "checkpoint": ckpt.name,
+    }
     return model.to(device).eval(), config

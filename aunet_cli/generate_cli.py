@@ -37,6 +37,11 @@ def open_model(run: Path | None, model: Path | None, device: str) -> tuple[AUNet
     if not path.exists():
         raise AunetError(f"{path}: no such run directory or model file")
     net, config = load_model(path, resolve_device(device))
+    if "checkpoint" in config:
+        Console(stderr=True).print(
+            f"[dim]{path}: no model.safetensors yet; using {config['checkpoint']}[/dim]",
+            highlight=False,
+        )
     try:
         pipeline = Pipeline.from_descriptions(config.get("splitters", []))
     except SplitterError as exc:

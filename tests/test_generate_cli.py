@@ -205,3 +205,24 @@ def test_eval_prepared_shards_and_splitter_mismatch(run_dir, tmp_path):
         aunet("eval", run_dir, "--data", other, "--split", "train"),
         2, "prepared with splitters regex-words", "regex-words + regex-word-pairs",
     )  # fmt: skip
+
+
+def test_unfinished_run_generates_from_its_newest_checkpoint(run_dir, tmp_path):
+    """A run still training has checkpoints but no model.safetensors yet."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "training"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "data").mkdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    (run / "recipe.json").write_text(json.dumps({"model": config["model"], "data": {}}))
+    manifest = {"options": {"splitters": config["splitters"]}}
+    (run / "data" / "manifest.json").write_text(json.dumps(manifest))
+    state = {f"model.{k}": v for k, v in load_file(str(run_dir / "model.safetensors")).items()}
+    torch.save({"state_dict": state, "global_step": 7}, run / "checkpoints" / "step-0000007.ckpt")
+    args = ["--max-bytes", "40", "--temperature", "0", "--ignore-eos", "--raw"]
+    from_ckpt = aunet("generate", "--run", run, "Hi there", *args)
+    exported = aunet("generate", "--run", run_dir, "Hi there", *args)
+    assert from_ckpt.returncode == 0, from_ckpt.stderr
+    assert "using step-0000007.ckpt" in from_ckpt.stderr
+    assert from_ckpt.stdout == exported.stdout
