@@ -9,7 +9,7 @@ import pytest
 
 from aunet_cli.flops import flops_per_byte
 from aunet_cli.recipe import load_recipe
-from splitters import Pipeline
+from splitters import Pipeline, TextBatch
 
 from .conftest import shared_path
 
@@ -37,3 +37,31 @@ def test_shakespeare_recipes_have_equal_flops_per_byte_and_budget():
     # capacity: no window of this text overflows the word stage
     assert ((windows[:, 1:] >= 1).sum(1) + 1).max() <= recipes[1].model.stages[1].max_seqlen
     assert np.isfinite(flops).all()
+
+
+ZH = ["zh-aunet1", "zh-aunet2-chars", "zh-aunet2-learned", "zh-aunet2-learned-end",
+      "zh-aunet3-learned"]  # fmt: skip
+
+
+def test_chinese_recipes_have_equal_flops_per_byte_and_budget():
+    """On a sample of the lines the recipes train on (BOS pools everywhere; EOS too)."""
+    recipes = [load_recipe(RECIPES / f"{name}.yaml") for name in ZH]
+    docs = [
+        line
+        for path in recipes[0].data.inputs
+        for line in shared_path(path.removeprefix("../shared/")).read_bytes().split(b"\n")
+        if line
+    ][::7]
+    seq = recipes[0].model.seq_len
+    total = sum(len(d) + 2 for d in docs)  # BOS doc EOS
+    flops = []
+    for r in recipes:
+        lengths = [float(seq)]
+        if r.data.splitters:
+            levels = Pipeline.from_specs(r.data.splitters).levels(TextBatch.from_docs(docs))
+            for k in range(1, len(r.data.splitters) + 1):
+                lengths.append(seq * (int((levels >= k).sum()) + len(docs)) / total + 1)
+        flops.append(flops_per_byte(r.model, lengths).per_byte)
+    assert max(flops) / min(flops) < 1.03, dict(zip(ZH, flops, strict=True))
+    assert len({r.trainer.flops_budget for r in recipes}) == 1
+    assert len({(r.model.seq_len, r.data.batch_size) for r in recipes}) == 1
