@@ -64,7 +64,10 @@ def train_cmd(
             help="jieba teacher: also learn from this many characters of sentences drawn from "
             "jieba's dictionary (vocabulary the corpora lack); 0 = off."
         ),
-    ] = 1_000_000,
+    ] = 2_000_000,
+    dictionary_alpha: Annotated[
+        float, typer.Option(help="Draw dictionary words with probability ~ frequency**alpha.")
+    ] = 0.75,
     val_every: Annotated[
         int, typer.Option(min=2, help="Hold out every Nth training document for validation.")
     ] = 20,
@@ -98,7 +101,12 @@ def train_cmd(
     seg = lt.teacher_segmenter(teacher, all_lines, spm_vocab)
     synthetic: list[tuple[Path, list[str]]] = []
     if teacher == "jieba" and dictionary_chars > 0:
-        synthetic = [(Path("<jieba dictionary>"), lt.dictionary_lines(dictionary_chars, seed=seed))]
+        synthetic = [
+            (
+                Path("<jieba dictionary>"),
+                lt.dictionary_lines(dictionary_chars, dictionary_alpha, seed),
+            )
+        ]
     with _bar(err, quiet) as bar:
         n_lines = len(all_lines) + sum(len(lines) for _, lines in synthetic)
         task = bar.add_task(f"teacher {teacher}", total=n_lines)
@@ -146,6 +154,7 @@ def train_cmd(
         "training": {
             "files": [lt.file_record(p, licences) for p in texts],
             "dictionary_chars": dictionary_chars if synthetic else 0,
+            "dictionary_alpha": dictionary_alpha if synthetic else None,
             "lines_per_document": lt.LINES_PER_DOC,
             "validation": f"every {val_every}th document of the files (teacher labels)",
             "epochs": epochs,
@@ -187,17 +196,24 @@ def _teacher_record(teacher: str, spm_vocab: int) -> dict[str, Any]:
     return record
 
 
-def _score(splitter, gold: Path, min_seconds: float = 0.5) -> dict[str, float]:
-    from splitters import TextBatch, segeval
+def _read_gold(gold: Path) -> tuple[list[str], list[np.ndarray]]:
+    from splitters import segeval
 
     try:
         sentences, masks = segeval.read_gold(gold)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise AunetError(f"{gold}: no such file") from None
     except UnicodeDecodeError as exc:
         raise AunetError(f"{gold}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if not sentences:
         raise AunetError(f"{gold}: no sentences (expected one per line, words separated by spaces)")
+    return sentences, masks
+
+
+def _score(splitter, gold: Path, min_seconds: float = 0.5) -> dict[str, float]:
+    from splitters import TextBatch, segeval
+
+    sentences, masks = _read_gold(gold)
     result = segeval.score(segeval.predicted_boundaries(splitter, sentences), masks)
     docs = [s.encode("utf-8") for s in sentences]
     n_bytes, runs, t0 = sum(map(len, docs)), 0, time.perf_counter()
@@ -228,6 +244,7 @@ def eval_cmd(
     """Boundary precision / recall / F1, SIGHAN word F1 and throughput against gold text."""
     if fmt not in ("table", "json"):
         raise AunetError(f"--format must be table or json, got {fmt!r}")
+    _read_gold(gold)  # a bad gold file is reported before any splitter loads
     rows = []
     for spec in splitter or ["learned-zh"]:
         try:

@@ -143,7 +143,7 @@ def context(cp: np.ndarray, pos: np.ndarray, sites: np.ndarray) -> np.ndarray:
     start (`pos`: index of each site within its document)."""
     ctx = np.empty((CONTEXT + 1, len(sites)), dtype=np.uint32)
     for o in range(CONTEXT + 1):
-        ctx[o] = cp[sites - o] if o else cp[sites]  # a negative index is patched below
+        ctx[o] = cp[np.maximum(sites - o, 0)] if o else cp[sites]  # patched below
         ctx[o, np.flatnonzero(pos < o)] = PAD
     return ctx
 
@@ -207,6 +207,7 @@ def save_artifact(
     st_path = base.with_name(base.name + ".safetensors")
     tensors = {f"{p}.weight": np.ascontiguousarray(w, dtype=np.float16) for p, w in weights.items()}
     save_file(tensors, str(st_path), metadata={"format": FORMAT})
+    st_path.chmod(0o644)  # safetensors writes 0600; the artifact ships with the package
     doc = dict(meta)
     doc.update(
         format=FORMAT,

@@ -57,25 +57,30 @@ def teacher_segmenter(
         jieba = _jieba()
         jieba.initialize()
         return lambda line: list(jieba.cut(line, HMM=True))
-    if teacher == "gold":
-        return lambda line: [w for w in line.split(" ") if w]
+    if teacher == "gold":  # words separated by spaces; the line end is a token of its own
+        return lambda line: [w for w in line.rstrip("\r\n").split(" ") if w] + (
+            [line[len(line.rstrip("\r\n")) :]] if line.endswith("\n") else []
+        )
     if teacher == "sentencepiece":
         import sentencepiece as spm
 
         model = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter([ln.rstrip("\n") for ln in lines if ln.strip()]),
-            model_writer=model,
-            model_type="unigram",
-            vocab_size=spm_vocab,
-            character_coverage=0.9995,
-            normalization_rule_name="identity",
-            remove_extra_whitespaces=False,
-            add_dummy_prefix=False,
-            split_by_whitespace=True,
-            max_sentence_length=1 << 16,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter([ln.rstrip("\n") for ln in lines if ln.strip()]),
+                model_writer=model,
+                model_type="unigram",
+                vocab_size=spm_vocab,
+                character_coverage=0.9995,
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                split_by_whitespace=True,
+                max_sentence_length=1 << 16,
+                minloglevel=2,
+            )
+        except RuntimeError as exc:  # e.g. a vocabulary larger than the text allows
+            raise SplitterError(f"sentencepiece teacher: {exc}") from None
         sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
 
         def seg(line: str) -> list[str]:
@@ -284,7 +289,7 @@ def architecture(bits: int) -> dict[str, Any]:
     return {
         "type": "hashed-ngram-linear",
         "bits": bits,
-        "templates": [list(t) for t in TEMPLATES] + ["classes(3,2,1,0)"],
+        "templates": [" ".join(f"c[i-{o}]" for o in t) for t in TEMPLATES] + ["classes(i-3..i)"],
         "context_chars": 3,
         "hash": "xor-multiply-32",
         "placements": list(PLACEMENTS),

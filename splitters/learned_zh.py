@@ -67,6 +67,15 @@ def load_model(path: str | Path) -> BoundaryModel:
     return _load(str(p), mtime)
 
 
+def _logit_cut(threshold: float) -> np.float32:
+    """The float32 logit above which a site pools (probability > threshold)."""
+    if threshold <= 0.0:
+        return np.float32(-np.inf)
+    if threshold >= 1.0:
+        return np.float32(np.inf)
+    return np.float32(np.log(threshold / (1.0 - threshold)))
+
+
 class LearnedZh(Splitter):
     name = "learned-zh"
     version = "1.0"
@@ -81,6 +90,12 @@ class LearnedZh(Splitter):
             choices=PLACEMENTS,
         ),
         Option("every", int, 1, "1 = words, 2 = pairs of words, 4 = groups of four words"),
+        Option(
+            "threshold",
+            float,
+            0.5,
+            "pool where the model's boundary probability exceeds this (0 = at every Han char)",
+        ),
     )
 
     def __init__(self, **raw_options: Any) -> None:
@@ -89,6 +104,11 @@ class LearnedZh(Splitter):
             raise SplitterError(
                 f"{self.name}: option every must be 1, 2, 4 or 8, got {self.config['every']!r}"
             )
+        if not 0.0 <= self.config["threshold"] <= 1.0:
+            raise SplitterError(
+                f"{self.name}: option threshold must be in [0, 1], got {self.config['threshold']}"
+            )
+        self.cut = _logit_cut(self.config["threshold"])
         self.model = load_model(self.config["path"])
         placement = self.config["placement"]
         if placement not in self.model.weights:
@@ -107,7 +127,7 @@ class LearnedZh(Splitter):
     def learned_chars(self, batch: TextBatch) -> np.ndarray:
         """Char positions where the model puts a point (before the undecided filter)."""
         placement = self.config["placement"]
-        key = ("learned-zh", self.model.sha256, placement)
+        key = ("learned-zh", self.model.sha256, placement, float(self.cut))
         if key in batch.memo:
             return batch.memo[key]
         chars = batch.chars
@@ -124,7 +144,7 @@ class LearnedZh(Splitter):
                 doc = np.searchsorted(chars.offsets, sites, side="right") - 1
                 pos = sites - chars.offsets[doc]
                 buckets = hash_features(context(cp, pos, sites), self.model.bits)
-                found = sites[self.model.logits(placement, buckets) > 0]
+                found = sites[self.model.logits(placement, buckets) > self.cut]
         batch.memo[key] = found
         return found
 
@@ -181,7 +201,8 @@ class LearnedZh(Splitter):
     # ---- streaming ----------------------------------------------------------------
 
     def streamer(self) -> StageStreamer:
-        return LearnedStreamer(self.model, self.config["placement"], self.config["every"])
+        config = self.config
+        return LearnedStreamer(self.model, config["placement"], config["every"], self.cut)
 
 
 class _CharTap(RegexStreamer):
@@ -206,8 +227,9 @@ class _CharTap(RegexStreamer):
 class LearnedStreamer(StageStreamer):
     """Byte-at-a-time learned-zh: a ring of four code points and two counters."""
 
-    def __init__(self, model: BoundaryModel, placement: str, every: int) -> None:
+    def __init__(self, model: BoundaryModel, placement: str, every: int, cut: np.float32) -> None:
         self.model = model
+        self.cut = cut
         self.placement = placement
         self.site = SITES[placement]
         self.every = every
@@ -221,7 +243,9 @@ class LearnedStreamer(StageStreamer):
         prev_cls = np.array([model_class(ring[1])])
         if not self.site(cls, prev_cls)[0]:
             return False
-        return bool(self.model.logit_one(self.placement, hash_one(ring, self.model.bits)) > 0)
+        return bool(
+            self.model.logit_one(self.placement, hash_one(ring, self.model.bits)) > self.cut
+        )
 
     def push(self, byte: int, prev_point: bool = True) -> bool:
         tap = self.tap
