@@ -316,7 +316,7 @@ def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
             progress.advance(tap.position - reported, 0)
             reported = tap.position
         if pending or skipped or chunk_index == 0:
-            flush(DocBlock.join(pending) if pending else DocBlock.join([]))
+            flush(DocBlock.join(pending))
     finally:
         if inp.path is not None:
             stream.close()
