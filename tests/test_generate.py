@@ -21,8 +21,9 @@ from splitters import Pipeline
 
 torch.set_num_threads(1)  # tiny models: threads only add overhead
 
-# Crosses words, digit groups, punctuation, newlines, CR/LF and non-ASCII.
+# Crosses words, digit groups, punctuation, newlines, CR/LF, Chinese and other non-ASCII.
 TEXT = (
+    "我们今天在北京讨论了人工智能的发展，大家都认为它很重要。\n"
     "The quick brown fox, 12345 jumps over the lazy dog!\r\n"
     "A second line; with (parentheses) and 3.14159 numbers...\n\n"
     "Une phrase en français, 中文也可以。 Ωmega -- done?  Yes: it is, "
@@ -30,8 +31,19 @@ TEXT = (
 ).encode() * 2
 SPLITTERS = {
     1: [[]],
-    2: [["regex-words"], ["regex-word-pairs"], ["regex-4words"], ["utf8-chars"]],
-    3: [["regex-words", "regex-word-pairs"], ["utf8-chars", "regex-words"]],
+    2: [
+        ["regex-words"],
+        ["regex-word-pairs"],
+        ["regex-4words"],
+        ["utf8-chars"],
+        ["learned-zh"],
+        ["learned-zh:placement=end"],
+    ],
+    3: [
+        ["regex-words", "regex-word-pairs"],
+        ["utf8-chars", "regex-words"],
+        ["learned-zh", "learned-zh:every=2"],
+    ],
     4: [["regex-words", "regex-word-pairs", "regex-4words"]],
 }
 
