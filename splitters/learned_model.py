@@ -96,7 +96,7 @@ _KEYS = [((k + 1) * 0x51ED270B) & _MASK for k in range(N_FEATURES)]
 
 
 def hash_features(ctx: np.ndarray, bits: int) -> np.ndarray:
-    """Bucket ids, int64 (N_FEATURES, n), from ctx: uint32 (CONTEXT+1, n) code points,
+    """Bucket ids, uint32 (N_FEATURES, n), from ctx: uint32 (CONTEXT+1, n) code points,
     ctx[o] = c[i-o] (PAD before the document start)."""
     m, seed = np.uint32(_M), np.uint32(_SEED)
 
@@ -118,7 +118,7 @@ def hash_features(ctx: np.ndarray, bits: int) -> np.ndarray:
             np.bitwise_xor(g, np.uint32(_KEYS[k]), out=out[k])
             out[k] *= m
         out >>= np.uint32(32 - bits)
-    return out.astype(np.int64)
+    return out
 
 
 def hash_one(ctx: tuple[int, int, int, int], bits: int) -> list[int]:
@@ -162,6 +162,13 @@ def next_start_sites(cls: np.ndarray, prev_cls: np.ndarray) -> np.ndarray:
 
 
 SITES = {"end": end_sites, "next-start": next_start_sites}
+# the same rules for one character (streaming): (class of c[i], class of c[i-1])
+SITE_ONE = {
+    "end": lambda c, p: c == C_HAN or (c == C_OTHER and p == C_HAN),
+    "next-start": lambda c, p: (
+        (c == C_HAN or p == C_HAN) and c != C_SPACE and p not in (C_SPACE, C_PAD)
+    ),
+}
 
 
 @dataclass
@@ -177,10 +184,10 @@ class BoundaryModel:
     def logits(self, placement: str, buckets: np.ndarray) -> np.ndarray:
         """float32 logits; features are added one template at a time, in order, so the
         streaming path (`logit_one`) rounds exactly the same way."""
-        w = self.weights[placement]
+        w = self.weights[placement].reshape(N_FEATURES, -1)
         acc = np.full(buckets.shape[1], self.bias[placement], dtype=np.float32)
         for k in range(N_FEATURES):
-            acc += w[buckets[k] + (k << self.bits)]
+            acc += w[k][buckets[k]]
         return acc
 
     def logit_one(self, placement: str, buckets: list[int]) -> np.float32:

@@ -134,7 +134,7 @@ class Docs:
         before[self.offsets[1:]] = True
         labels = before[sites + 1] if placement == "end" else before[sites]
         buckets = hash_features(context(self.cp, pos[sites], sites), bits)
-        return np.ascontiguousarray(buckets.T), labels
+        return np.ascontiguousarray(buckets.T, dtype=np.int64), labels
 
 
 def site_f1(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:

@@ -36,6 +36,7 @@ from .learned_model import (
     C_PAD,
     PAD,
     PLACEMENTS,
+    SITE_ONE,
     SITES,
     BoundaryModel,
     context,
@@ -231,7 +232,7 @@ class LearnedStreamer(StageStreamer):
         self.model = model
         self.cut = cut
         self.placement = placement
-        self.site = SITES[placement]
+        self.site = SITE_ONE[placement]
         self.every = every
         self.tap = _CharTap()
         self.ring = (PAD, PAD, PAD, PAD)  # c[i], c[i-1], c[i-2], c[i-3]
@@ -239,9 +240,7 @@ class LearnedStreamer(StageStreamer):
 
     def _learned(self) -> bool:
         ring = self.ring
-        cls = np.array([model_class(ring[0])])
-        prev_cls = np.array([model_class(ring[1])])
-        if not self.site(cls, prev_cls)[0]:
+        if not self.site(model_class(ring[0]), model_class(ring[1])):
             return False
         return bool(
             self.model.logit_one(self.placement, hash_one(ring, self.model.bits)) > self.cut
