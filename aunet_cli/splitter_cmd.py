@@ -258,7 +258,7 @@ def eval_cmd(
         typer.echo(json.dumps(objs[0] if len(objs) == 1 else objs, indent=2))
         return
     table = Table(title=f"Segmentation against {gold.name}")
-    table.add_column("splitter")
+    table.add_column("splitter", no_wrap=True)
     for k in ("boundary P", "boundary R", "boundary F1", "word F1", "MB/s"):
         table.add_column(k, justify="right")
     for r in rows:
