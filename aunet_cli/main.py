@@ -17,6 +17,7 @@ from splitters import SplitterError
 
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AunetError
+from .splitter_cmd import app as splitter_app
 
 app = typer.Typer(
     name="aunet",
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.add_typer(splitter_app, name="splitter")
 out = Console()
 err = Console(stderr=True)
 
