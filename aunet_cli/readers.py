@@ -8,6 +8,7 @@ output independent of the number of workers).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import fnmatch
 import hashlib
 import io
@@ -360,22 +361,11 @@ class BadRecords:
         batch.skipped[reason] += 1
 
 
-def read_batches(
-    inp: InputFile, opts: ReadOptions, stream: BinaryIO, on_error: str = "fail"
-) -> Iterator[DocBatch]:
-    """Documents of one input in order, in batches; corrupt streams raise BadInputError."""
-    bad = BadRecords(inp, on_error)
+@contextlib.contextmanager
+def _stream_errors(inp: InputFile) -> Iterator[None]:
+    """Read failures and corrupt or truncated streams as one line naming the input."""
     try:
-        if inp.fmt == "txt":
-            yield from (
-                _txt_file(inp, opts, stream) if opts.doc_per == "file" else _txt(opts, stream)
-            )
-        elif inp.fmt == "jsonl":
-            yield from _jsonl(opts, stream, bad)
-        elif inp.fmt == "parquet":
-            yield from _parquet(inp, opts, bad)
-        else:
-            raise AunetError(f"{inp.display}: unknown input format {inp.fmt!r}")
+        yield
     except TruncatedStreamError as exc:
         raise BadInputError(f"{inp.display}: {exc}") from None
     except zstandard.ZstdError as exc:
@@ -386,22 +376,32 @@ def read_batches(
         raise AunetError(f"{inp.display}: read failed ({exc})") from None
 
 
+def read_batches(
+    inp: InputFile, opts: ReadOptions, stream: BinaryIO, on_error: str = "fail"
+) -> Iterator[DocBatch]:
+    """Documents of one input in order, in batches; corrupt streams raise BadInputError."""
+    bad = BadRecords(inp, on_error)
+    with _stream_errors(inp):
+        if inp.fmt == "txt":
+            yield from (
+                _txt_file(inp, opts, stream) if opts.doc_per == "file" else _txt(opts, stream)
+            )
+        elif inp.fmt == "jsonl":
+            yield from _jsonl(opts, stream, bad)
+        elif inp.fmt == "parquet":
+            yield from _parquet(inp, opts, bad)
+        else:
+            raise AunetError(f"{inp.display}: unknown input format {inp.fmt!r}")
+
+
 def read_blocks(
     inp: InputFile, opts: ReadOptions, stream: BinaryIO, on_error: str = "fail"
 ) -> Iterator[DocBlock]:
     """`read_batches` as joined blocks: the same documents, keys and skip counts;
     plain text is cut in C without a bytes object per document."""
     if inp.fmt == "txt" and opts.doc_per != "file" and _c_cut is not None:
-        try:
+        with _stream_errors(inp):
             yield from _txt_blocks(opts, stream)
-        except OSError as exc:
-            raise AunetError(f"{inp.display}: read failed ({exc})") from None
-        except TruncatedStreamError as exc:
-            raise BadInputError(f"{inp.display}: {exc}") from None
-        except zstandard.ZstdError as exc:
-            raise BadInputError(f"{inp.display}: corrupt zstd stream ({exc})") from None
-        except zlib.error as exc:
-            raise BadInputError(f"{inp.display}: corrupt gzip stream ({exc})") from None
         return
     for batch in read_batches(inp, opts, stream, on_error):
         yield DocBlock.from_batch(batch)
