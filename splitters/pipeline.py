@@ -36,6 +36,13 @@ class Pipeline:
                     f"{d['name']}: recorded version {d['version']}, installed {stage.version}; "
                     "the pooling points may differ from the ones the model was trained on"
                 )
+            recorded, installed = d.get("artifact_sha256"), stage.describe().get("artifact_sha256")
+            if recorded is not None and recorded != installed:
+                raise SplitterError(
+                    f"{d['name']}: recorded with weights sha256 {recorded[:12]}..., the "
+                    f"installed ones are {str(installed)[:12]}...; pass the artifact that "
+                    "made these points with path=..."
+                )
             built.append(stage)
         return cls(built)
 

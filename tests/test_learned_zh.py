@@ -340,3 +340,15 @@ def test_threshold_spans_characters_to_regex_words():
     assert every_char[:9] == list("我们今天去北京大学")
     with pytest.raises(SplitterError, match="threshold"):
         parse_spec("learned-zh:threshold=1.5")
+
+
+def test_recorded_artifact_must_match_the_installed_weights():
+    """A model's splitter stages are rebuilt from their descriptions: other weights than
+    the recorded ones would give other pooling points, so that is refused."""
+    from splitters import Pipeline, SplitterError
+
+    desc = Pipeline.from_specs(["learned-zh"]).describe()
+    assert Pipeline.from_descriptions(desc).describe() == desc
+    desc[0]["artifact_sha256"] = "0" * 64
+    with pytest.raises(SplitterError, match="recorded with weights sha256 000000000000"):
+        Pipeline.from_descriptions(desc)
