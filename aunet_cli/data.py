@@ -166,8 +166,10 @@ class ValBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         rank, world = self.module.rank_world()
-        n = min(self.limit, self.windows.count)
-        mine = list(range(rank, n, world))
+        # evenly spaced over the whole split: its head alone may be one input file
+        count = self.windows.count
+        picks = np.unique(np.linspace(0, count - 1, min(self.limit, count)).astype(int))
+        mine = picks[rank::world].tolist()
         for a in range(0, len(mine), self.batch_size):
             yield collate([self.windows.get(i) for i in mine[a : a + self.batch_size]])
 

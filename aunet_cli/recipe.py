@@ -36,7 +36,7 @@ class DataConfig:
     val_fraction: float = 0.01  # documents held out by `prep` (hash of id)
     val_tail: float = 0.0  # or: the last fraction of the training stream (nanoGPT-style)
     batch_size: int = 8
-    val_windows: int = 64  # validation windows evaluated each time (all of them if fewer)
+    val_windows: int = 64  # validation windows each time, evenly spaced (all if fewer)
 
 
 @dataclass
