@@ -41,12 +41,15 @@ class Window:
 
 @dataclass
 class EvalResult:
-    nats: float = 0.0
     bytes: int = 0
     windows: int = 0
     doc_nats: list[float] = field(default_factory=list)
     doc_bytes: list[int] = field(default_factory=list)
     points: list[int] = field(default_factory=list)  # pooling points per stage (2..)
+
+    @property
+    def nats(self) -> float:
+        return sum(self.doc_nats)
 
     def summary(self, seq_len: int, stride: int) -> dict[str, Any]:
         per_doc = np.array(self.doc_nats) / np.maximum(np.array(self.doc_bytes), 1) / LN2
@@ -131,7 +134,6 @@ def evaluate(
             on_bytes(len(data))
     if pending:
         run_batch()
-    res.nats = sum(res.doc_nats)
     return res
 
 

@@ -28,8 +28,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def open_model(run: Path | None, model: Path | None, device: str) -> tuple[AUNet, Pipeline]:
-    """The model and the splitter pipeline it was trained with."""
+def open_model(
+    run: Path | None, model: Path | None, device: str
+) -> tuple[AUNet, Pipeline, dict[str, Any]]:
+    """The model, the splitter pipeline it was trained with, and its config."""
     if (run is None) == (model is None):
         raise AunetError("give exactly one of --run RUN_DIR or --model model.safetensors")
     path = run if run is not None else model
@@ -51,7 +53,7 @@ def open_model(run: Path | None, model: Path | None, device: str) -> tuple[AUNet
             f"{path}: the model has {net.cfg.n_stages} stages but its config names "
             f"{len(pipeline.stages)} splitters (expected {net.cfg.n_stages - 1})"
         )
-    return net, pipeline
+    return net, pipeline, config
 
 
 def read_prompts(
@@ -113,7 +115,7 @@ def run_generate(
     if num_samples < 1:
         raise AunetError(f"--num-samples must be at least 1, got {num_samples}")
     opts.check()
-    model, pipeline = open_model(run, model_path, device)
+    model, pipeline, _ = open_model(run, model_path, device)
     try:
         pipeline.streamer()
     except SplitterError as exc:
@@ -163,7 +165,6 @@ def run_eval(
     stride: int | None, batch_size: int, fmt: str, device: str, quiet: bool,
 ) -> None:  # fmt: skip
     from .evaluate import evaluate, raw_documents, shard_documents
-    from .export import load_model
 
     if fmt not in ("table", "json"):
         raise AunetError(f"--format must be table or json, got {fmt!r}")
@@ -174,8 +175,7 @@ def run_eval(
     for p in data:
         if not p.exists():
             raise AunetError(f"--data {p}: no such file or directory")
-    model, config = load_model(run, resolve_device(device))
-    pipeline = Pipeline.from_descriptions(config.get("splitters", []))
+    model, pipeline, config = open_model(run, None, device)
     splitters = config.get("splitters", [])
 
     def documents():
