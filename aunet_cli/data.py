@@ -30,22 +30,30 @@ from torch.utils.data import DataLoader, IterableDataset
 from .errors import AunetError
 from .model import BOS, EOS
 from .shards import write_json_atomic
+from .tokenizer import BYTES, BpeCodec, Codec
 
 STREAM_FORMAT = "aunet-stream/1"
 
 
-def build_stream(prep_dir: Path, split: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten a split's shards into (tokens uint16, levels uint8), memory-mapped."""
+def build_stream(
+    prep_dir: Path, split: str, cache: Path, codec: Codec = BYTES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten a split's shards into (tokens uint16, levels uint8), memory-mapped.
+
+    With a BPE codec the tokens are its ids (documents encoded losslessly, levels 0)."""
     manifest = prep_dir / "manifest.json"
     if not manifest.exists():
         raise AunetError(f"{prep_dir}: no manifest.json (not a finished `aunet prep` directory)")
-    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
-    out = cache / f"{split}-{digest}"
+    key = hashlib.sha256(manifest.read_bytes())
+    if isinstance(codec, BpeCodec):
+        key.update(codec.sha256.encode())
+    out = cache / f"{split}-{key.hexdigest()[:16]}"
     meta_path = out / "meta.json"
     if not meta_path.exists():
         _write_stream(
-            prep_dir / split, out, len(json.loads(manifest.read_text())["options"]["splitters"])
-        )
+            prep_dir / split, out, len(json.loads(manifest.read_text())["options"]["splitters"]),
+            codec,
+        )  # fmt: skip
     meta = json.loads(meta_path.read_text())
     n = meta["tokens"]
     if n == 0:
@@ -55,21 +63,50 @@ def build_stream(prep_dir: Path, split: str, cache: Path) -> tuple[np.ndarray, n
     return tokens, levels
 
 
-def _write_stream(split_dir: Path, out: Path, depth: int) -> None:
+def stream_meta(prep_dir: Path, split: str, cache: Path, codec: Codec = BYTES) -> dict[str, Any]:
+    """meta.json of a built stream: tokens, bytes and text units (not BOS/EOS)."""
+    build_stream(prep_dir, split, cache, codec)
+    key = hashlib.sha256((prep_dir / "manifest.json").read_bytes())
+    if isinstance(codec, BpeCodec):
+        key.update(codec.sha256.encode())
+    return json.loads((cache / f"{split}-{key.hexdigest()[:16]}" / "meta.json").read_text())
+
+
+def _write_stream(split_dir: Path, out: Path, depth: int, codec: Codec) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tmp_tok, tmp_lv = out / f".tokens.{os.getpid()}", out / f".levels.{os.getpid()}"
-    total = 0
+    total = n_bytes = n_docs = 0
     with tmp_tok.open("wb") as ft, tmp_lv.open("wb") as fl:
         if split_dir.exists():
             files = sorted(str(p) for p in split_dir.glob("*.arrow"))
             for batch in ds.dataset(files, format="arrow").to_batches():
-                tok, lv = _pack_batch(batch, depth)
+                if isinstance(codec, BpeCodec):
+                    tok, lv = _pack_tokens(batch, codec)
+                else:
+                    tok, lv = _pack_batch(batch, depth)
                 tok.tofile(ft)
                 lv.tofile(fl)
                 total += len(tok)
+                n_docs += batch.num_rows
+                n_bytes += sum(len(t) for t in batch.column("text").to_pylist())
     os.replace(tmp_tok, out / "tokens.u16")
     os.replace(tmp_lv, out / "levels.u8")
-    write_json_atomic(out / "meta.json", {"format": STREAM_FORMAT, "tokens": total, "depth": depth})
+    meta = {
+        "format": STREAM_FORMAT, "tokens": total, "depth": depth, "codec": codec.kind,
+        "documents": n_docs, "bytes": n_bytes, "units": total - 2 * n_docs,
+    }  # fmt: skip
+    write_json_atomic(out / "meta.json", meta)
+
+
+def _pack_tokens(batch: pa.RecordBatch, codec: BpeCodec) -> tuple[np.ndarray, np.ndarray]:
+    """BOS ids EOS BOS ids EOS ... of BPE-encoded documents (levels all 0)."""
+    out: list[int] = []
+    for ids in codec.encode_many(batch.column("text").to_pylist()):
+        out.append(codec.bos)
+        out.extend(ids)
+        out.append(codec.eos)
+    tokens = np.asarray(out, dtype=np.uint16)
+    return tokens, np.zeros(len(tokens), dtype=np.uint8)
 
 
 def _pack_batch(batch: pa.RecordBatch, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,8 +222,10 @@ class AUNetData(L.LightningDataModule):
         val_windows: int,
         val_tail: float,
         seed: int,
+        codec: Codec = BYTES,
     ) -> None:
         super().__init__()
+        self.codec = codec
         self.prep_dir, self.cache = prep_dir, cache
         self.seq_len, self.depth, self.batch_size = seq_len, depth, batch_size
         self.val_windows, self.val_tail, self.seed = val_windows, val_tail, seed
@@ -196,13 +235,13 @@ class AUNetData(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
             return
-        tokens, levels = build_stream(self.prep_dir, "train", self.cache)
+        tokens, levels = build_stream(self.prep_dir, "train", self.cache, self.codec)
         if self.val_tail > 0:
             cut = int(len(tokens) * (1 - self.val_tail))
             vt, vl = tokens[cut:], levels[cut:]
             tokens, levels = tokens[:cut], levels[:cut]
         else:
-            vt, vl = build_stream(self.prep_dir, "val", self.cache)
+            vt, vl = build_stream(self.prep_dir, "val", self.cache, self.codec)
         self.train = Windows(tokens, levels, self.seq_len, self.depth)
         self.val = Windows(vt, vl, self.seq_len, self.depth)
         if self.train.count == 0:

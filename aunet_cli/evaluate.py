@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from splitters import Pipeline, TextBatch
 
 from .errors import AunetError
-from .model import BOS, EOS, AUNet
+from .model import BOS, AUNet
+from .tokenizer import BYTES, ByteCodec, Codec
 
 LN2 = math.log(2.0)
 
@@ -71,10 +72,11 @@ class EvalResult:
 
 
 def windows_of(
-    doc: int, data: bytes, levels: np.ndarray, seq_len: int, stride: int, depth: int
-) -> Iterator[Window]:
-    """Overlapping windows that score every byte of one document exactly once."""
-    tokens = [BOS, *data]
+    doc: int, data: Sequence[int], levels: np.ndarray, seq_len: int, stride: int, depth: int,
+    bos: int = BOS,
+) -> Iterator[Window]:  # fmt: skip
+    """Overlapping windows that score every unit (byte or token) of a document once."""
+    tokens = [bos, *data]
     lv = [depth, *np.minimum(levels, depth).tolist()]
     n = len(data)  # inputs 0..n-1 predict bytes 1..n of `tokens`
     a, e, score = 0, min(seq_len, n), 0
@@ -88,9 +90,12 @@ def windows_of(
 @torch.no_grad()
 def evaluate(
     model: AUNet, docs: Iterable[tuple[bytes, np.ndarray]], stride: int | None = None,
-    batch_size: int = 8, on_bytes=None,
+    batch_size: int = 8, on_bytes=None, codec: Codec = BYTES,
 ) -> EvalResult:  # fmt: skip
-    """Sum of next-byte losses over the real bytes of `docs` ((bytes, levels) pairs)."""
+    """Sum of next-unit losses over the text of `docs` ((bytes, levels) pairs).
+
+    A BPE model reads each document as its tokens (levels unused); its nats are summed
+    over those tokens and divided by the document's bytes, like a byte model's."""
     seq_len, depth = model.cfg.seq_len, model.cfg.n_stages - 1
     stride = stride or max(1, seq_len // 2)
     if not 1 <= stride <= seq_len:
@@ -101,7 +106,7 @@ def evaluate(
 
     def run_batch() -> None:
         n = max(len(w.tokens) for w in pending)
-        tok = torch.full((len(pending), n), EOS, dtype=torch.long)
+        tok = torch.full((len(pending), n), codec.eos, dtype=torch.long)
         lv = torch.zeros(len(pending), n, dtype=torch.long)
         tgt = torch.full((len(pending), n), -100, dtype=torch.long)
         for i, w in enumerate(pending):
@@ -126,7 +131,11 @@ def evaluate(
         res.bytes += len(data)
         for s in range(depth):
             res.points[s] += int((levels > s).sum())
-        for w in windows_of(doc, data, levels, seq_len, stride, depth):
+        units: Sequence[int] = data
+        if not isinstance(codec, ByteCodec):
+            units = codec.encode(data)
+            levels = np.zeros(len(units), dtype=np.uint8)
+        for w in windows_of(doc, units, levels, seq_len, stride, depth, codec.bos):
             pending.append(w)
             if len(pending) == batch_size:
                 run_batch()

@@ -88,4 +88,6 @@ def _from_checkpoint(run_dir: Path, device: str | torch.device) -> tuple[AUNet, 
         "splitters": manifest["options"]["splitters"],
         "checkpoint": ckpt.name,
     }
+    if recipe.get("tokenizer"):
+        config["tokenizer"] = {"kind": "bpe", "file": "tokenizer.model"}
     return model.to(device).eval(), config

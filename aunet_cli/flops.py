@@ -45,8 +45,13 @@ class FlopsReport:
         return 3 * self.per_byte
 
 
-def flops_per_byte(cfg: ModelConfig, stage_lengths: list[float]) -> FlopsReport:
+def flops_per_byte(
+    cfg: ModelConfig, stage_lengths: list[float], bytes_per_unit: float = 1.0
+) -> FlopsReport:
     """Forward FLOPs per byte for windows whose stages have the given mean lengths.
+
+    A token model (BPE) reads `bytes_per_unit` bytes per position on average (measured on
+    its data, BOS/EOS not counted, as a byte model's are not): FLOPs per token / that.
 
     `stage_lengths[s]` is the mean number of stage-(s+1) positions in a window of
     `cfg.seq_len` bytes (the first is seq_len itself). A stage with a capacity
@@ -72,7 +77,7 @@ def flops_per_byte(cfg: ModelConfig, stage_lengths: list[float]) -> FlopsReport:
             linear += n * 2 * st.dim * prev.dim * (UPSAMPLE_OFFSETS + 1)  # upsampling
     linear += n_bytes * 2 * cfg.stages[0].dim * cfg.vocab_size  # output head
     return FlopsReport(
-        per_byte=(linear + attention) / n_bytes,
-        per_byte_linear=linear / n_bytes,
+        per_byte=(linear + attention) / n_bytes / bytes_per_unit,
+        per_byte_linear=linear / n_bytes / bytes_per_unit,
         stage_lengths=lengths,
     )

@@ -25,7 +25,8 @@ from splitters import Pipeline
 
 from .errors import AunetError
 from .incremental import IncrementalState, context_limit
-from .model import BOS, EOS, AUNet
+from .model import AUNet
+from .tokenizer import BYTES, ByteCodec, Codec
 
 
 @dataclass
@@ -63,24 +64,30 @@ class Session:
     """Several growing texts: their tokens, levels (streaming splitters) and model state."""
 
     def __init__(
-        self, model: AUNet, pipeline: Pipeline, prompts: Sequence[bytes], cache: bool = True
-    ) -> None:
-        self.model, self.cache = model, cache
+        self, model: AUNet, pipeline: Pipeline, prompts: Sequence[bytes], cache: bool = True,
+        codec: Codec = BYTES,
+    ) -> None:  # fmt: skip
+        self.model, self.cache, self.codec = model, cache, codec
+        self.bytes_in = isinstance(codec, ByteCodec)
+        unit = "bytes" if self.bytes_in else "tokens"
         self.depth = model.cfg.n_stages - 1
         self.limit = context_limit(model)
         self.device = next(model.parameters()).device
         self.streamers = [pipeline.streamer() for _ in prompts]
-        self.tokens = [[BOS, *p] for p in prompts]
-        self.levels = [
-            [self.depth, *(min(lv, self.depth) for lv in st.feed(p))]
-            for st, p in zip(self.streamers, prompts, strict=True)
-        ]
+        self.tokens = [[codec.bos, *codec.encode(p)] for p in prompts]
+        if self.bytes_in:
+            self.levels = [
+                [self.depth, *(min(lv, self.depth) for lv in st.feed(p))]
+                for st, p in zip(self.streamers, prompts, strict=True)
+            ]
+        else:  # a token model has one stage: no pooling levels
+            self.levels = [[0] * len(t) for t in self.tokens]
         if self.limit is not None:
-            for p in prompts:
-                if len(p) + 1 > self.limit:
+            for t in self.tokens:
+                if len(t) > self.limit:
                     raise AunetError(
-                        f"the prompt is {len(p)} bytes; this model's context is "
-                        f"{self.limit - 1} bytes (seq_len {self.limit}, BOS included): "
+                        f"the prompt is {len(t) - 1} {unit}; this model's context is "
+                        f"{self.limit - 1} {unit} (seq_len {self.limit}, BOS included): "
                         "shorten the prompt"
                     )
         self.start = [0] * len(prompts)  # first token of each row's current window
@@ -91,13 +98,14 @@ class Session:
         return self._advance({r: len(t) for r, t in enumerate(self.tokens)})
 
     def push(self, new: Sequence[int | None]) -> torch.Tensor:
-        """Append one byte to each row (None: the row is finished); logits (B, vocab)."""
+        """Append one id to each row (None: the row is finished); logits (B, vocab)."""
         todo: dict[int, int] = {}
-        for r, byte in enumerate(new):
-            if byte is None:
+        for r, unit in enumerate(new):
+            if unit is None:
                 continue
-            self.tokens[r].append(byte)
-            self.levels[r].append(min(self.streamers[r].push(byte), self.depth))
+            self.tokens[r].append(unit)
+            level = self.streamers[r].push(unit) if self.bytes_in else 0
+            self.levels[r].append(min(level, self.depth))
             todo[r] = 1
             if self.limit is not None and len(self.tokens[r]) - self.start[r] > self.limit:
                 self.start[r] = len(self.tokens[r]) - self.limit // 2
@@ -134,12 +142,15 @@ class Session:
         return out[torch.arange(b, device=self.device), last]
 
 
-def pick(logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator) -> torch.Tensor:
-    """Next byte per row from logits (B, vocab): greedy, temperature, top-k, top-p."""
+def pick(
+    logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator, codec: Codec = BYTES
+) -> torch.Tensor:
+    """Next id per row from logits (B, vocab): greedy, temperature, top-k, top-p."""
     logits = logits.float().cpu().clone()
-    logits[:, BOS] = float("-inf")  # BOS only ever starts a text
-    if opts.ignore_eos:
-        logits[:, EOS] = float("-inf")
+    # BOS only ever starts a text; ids that stand for no text (BOS, UNK) are never sampled
+    silent = torch.from_numpy(codec.unit_bytes == 0)
+    silent[codec.eos] = bool(opts.ignore_eos)
+    logits[:, silent] = float("-inf")
     if opts.temperature == 0:
         return logits.argmax(-1)
     logits /= opts.temperature
@@ -192,7 +203,7 @@ Emit = Callable[[int, bytes], None]
 
 def generate(
     model: AUNet, pipeline: Pipeline, prompts: Sequence[bytes], opts: SampleOptions,
-    cache: bool = True, emit: Emit | None = None,
+    cache: bool = True, emit: Emit | None = None, codec: Codec = BYTES,
 ) -> list[Completion]:  # fmt: skip
     """Sample a completion for every prompt (batched); `emit(row, bytes)` streams them.
 
@@ -215,27 +226,30 @@ def generate(
             emit(r, rest)
 
     try:
-        session = Session(model, pipeline, prompts, cache=cache)
+        session = Session(model, pipeline, prompts, cache=cache, codec=codec)
         logits = session.prefill()
         for _ in range(opts.max_bytes):
-            chosen = pick(logits, opts, gen).tolist()
+            chosen = pick(logits, opts, gen, codec).tolist()
             new: list[int | None] = [None] * len(prompts)
-            for r, byte in enumerate(chosen):
+            for r, unit in enumerate(chosen):
                 if not active[r]:
                     continue
-                if byte == EOS:
+                if unit == codec.eos:
                     finish(r, "eos")
                     continue
-                safe, stopped = scanners[r].feed(byte)
-                results[r].completion += safe
-                if emit and safe:
-                    emit(r, safe)
-                if stopped:
-                    finish(r, "stop")
-                elif len(results[r].completion) + len(scanners[r].pending) >= opts.max_bytes:
-                    finish(r, "length")
+                for byte in codec.piece_bytes[unit]:  # one byte, or a BPE piece's bytes
+                    safe, stopped = scanners[r].feed(byte)
+                    results[r].completion += safe
+                    if emit and safe:
+                        emit(r, safe)
+                    if stopped:
+                        finish(r, "stop")
+                        break
+                    if len(results[r].completion) + len(scanners[r].pending) >= opts.max_bytes:
+                        finish(r, "length")
+                        break
                 else:
-                    new[r] = byte
+                    new[r] = unit
             if not any(active):
                 break
             logits = session.push(new)
@@ -251,10 +265,14 @@ def generate(
 
 def sample_text(run, prompt: str, max_bytes: int, temperature: float = 0.8, seed: int = 0) -> str:
     """Prompt + a sampled continuation, decoded for display (used after training)."""
+    from pathlib import Path
+
     from .export import load_model
+    from .tokenizer import codec_for
 
     model, config = load_model(run)
     pipeline = Pipeline.from_descriptions(config["splitters"])
+    codec = codec_for(config, Path(run) if Path(run).is_dir() else Path(run).parent)
     opts = SampleOptions(max_bytes=max_bytes, temperature=temperature, seed=seed)
-    done = generate(model, pipeline, [prompt.encode()], opts)[0]
+    done = generate(model, pipeline, [prompt.encode()], opts, codec=codec)[0]
     return prompt + done.completion.decode("utf-8", "replace")

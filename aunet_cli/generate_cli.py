@@ -16,6 +16,7 @@ from splitters import Pipeline, SplitterError
 from .errors import EXIT_INTERRUPTED, AunetError
 from .export import load_model
 from .model import AUNet
+from .tokenizer import Codec, codec_for
 
 
 def resolve_device(device: str) -> str:
@@ -30,8 +31,9 @@ def resolve_device(device: str) -> str:
 
 def open_model(
     run: Path | None, model: Path | None, device: str
-) -> tuple[AUNet, Pipeline, dict[str, Any]]:
-    """The model, the splitter pipeline it was trained with, and its config."""
+) -> tuple[AUNet, Pipeline, dict[str, Any], Codec]:
+    """The model, the splitter pipeline it was trained with, its config and its codec
+    (bytes, or the BPE tokenizer saved beside it)."""
     if (run is None) == (model is None):
         raise AunetError("give exactly one of --run RUN_DIR or --model model.safetensors")
     path = run if run is not None else model
@@ -53,7 +55,12 @@ def open_model(
             f"{path}: the model has {net.cfg.n_stages} stages but its config names "
             f"{len(pipeline.stages)} splitters (expected {net.cfg.n_stages - 1})"
         )
-    return net, pipeline, config
+    codec = codec_for(config, path if path.is_dir() else path.parent)
+    if codec.vocab_size != net.cfg.vocab_size:
+        raise AunetError(
+            f"{path}: the model has {net.cfg.vocab_size} ids but its tokenizer {codec.vocab_size}"
+        )
+    return net, pipeline, config, codec
 
 
 def read_prompts(
@@ -115,7 +122,7 @@ def run_generate(
     if num_samples < 1:
         raise AunetError(f"--num-samples must be at least 1, got {num_samples}")
     opts.check()
-    model, pipeline, _ = open_model(run, model_path, device)
+    model, pipeline, _, codec = open_model(run, model_path, device)
     try:
         pipeline.streamer()
     except SplitterError as exc:
@@ -127,7 +134,7 @@ def run_generate(
     if live:
         stream.write(rows[0])
     emit = (lambda _row, data: stream.write(data)) if live else None
-    results = generate(model, pipeline, rows, opts, cache=cache, emit=emit)
+    results = generate(model, pipeline, rows, opts, cache=cache, emit=emit, codec=codec)
     for i, res in enumerate(results):
         n = len(res.completion)
         rate = n / res.seconds if res.seconds > 0 else 0.0
@@ -163,9 +170,14 @@ def run_generate(
 def run_eval(
     out: Console, err: Console, run: Path, data: list[Path], split: str, doc_per: str,
     stride: int | None, batch_size: int, fmt: str, device: str, quiet: bool,
+    task: str = "bpb", probes: int = 500, seed: int = 0,
 ) -> None:  # fmt: skip
     from .evaluate import evaluate, raw_documents, shard_documents
 
+    if task not in ("bpb", "spelling"):
+        raise AunetError(f"--task must be bpb or spelling, got {task!r}")
+    if probes < 1:
+        raise AunetError(f"--probes must be at least 1, got {probes}")
     if fmt not in ("table", "json"):
         raise AunetError(f"--format must be table or json, got {fmt!r}")
     if doc_per not in ("file", "paragraph", "line"):
@@ -175,7 +187,7 @@ def run_eval(
     for p in data:
         if not p.exists():
             raise AunetError(f"--data {p}: no such file or directory")
-    model, pipeline, config = open_model(run, None, device)
+    model, pipeline, config, codec = open_model(run, None, device)
     splitters = config.get("splitters", [])
 
     def documents():
@@ -185,6 +197,24 @@ def run_eval(
             else:
                 yield from raw_documents([p], pipeline, doc_per)
 
+    if task == "spelling":
+        from .spelling import make_probes, spelling_probe
+
+        made = make_probes((d for d, _ in documents()), probes, seed)
+        if not made:
+            raise AunetError("no words of >= 5 ASCII letters in --data to build probes from")
+        result = spelling_probe(model, pipeline, made, codec)
+        if fmt == "json":
+            out.print_json(json.dumps(result))
+            return
+        out.print(
+            f"[bold]spelling accuracy[/bold] {result['accuracy']:.4f} "
+            f"({result['pairs']:,} correct/misspelled pairs from {result['probes']:,} words)"
+        )
+        kinds = ", ".join(f"{k} {v:.3f}" for k, v in result["by_kind"].items() if v is not None)
+        out.print(f"by kind: {kinds}; mean margin {result['mean_margin_bits']:.2f} bits")
+        return
+
     from rich.progress import Progress, TextColumn, TransferSpeedColumn
 
     with Progress(
@@ -192,7 +222,9 @@ def run_eval(
         console=err, disable=quiet or fmt == "json", transient=True,
     ) as progress:  # fmt: skip
         task = progress.add_task("eval", total=None)
-        res = evaluate(model, documents(), stride, batch_size, lambda n: progress.advance(task, n))
+        res = evaluate(
+            model, documents(), stride, batch_size, lambda n: progress.advance(task, n), codec
+        )
     if res.bytes == 0:
         raise AunetError("no bytes to evaluate in --data")
     summary = res.summary(model.cfg.seq_len, stride or max(1, model.cfg.seq_len // 2))

@@ -28,6 +28,12 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(splitter_app, name="splitter")
+tokenizer_app = typer.Typer(
+    help="The BPE baseline's tokenizer (sentencepiece).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(tokenizer_app, name="tokenizer")
 out = Console()
 err = Console(stderr=True)
 
@@ -265,6 +271,49 @@ def train_cmd(
         _print_sample(run, rec.sample.prompt, rec.sample.max_bytes, rec.sample.temperature)
 
 
+@tokenizer_app.command("train")
+def tokenizer_train_cmd(
+    recipe: Annotated[Path, typer.Argument(help="A BPE recipe (with a tokenizer section).")],
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<recipe name>).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe value: key.path=value (repeatable)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Less output.")] = False,
+) -> None:
+    """Train the recipe's sentencepiece BPE on its training split (RUN/tokenizer/).
+
+    `aunet train` does this on first use; run it alone to inspect the tokenizer first."""
+    from .recipe import load_recipe
+
+    rec = load_recipe(recipe, set_ or [])
+    if rec.tokenizer is None:
+        raise AunetError(f"{recipe}: no tokenizer section (a byte-level recipe needs none)")
+    from .tokenizer import bytes_per_token
+    from .train import prepared_dir, train_tokenizer
+
+    run = run_dir or Path("runs") / (rec.name or recipe.stem)
+    run.mkdir(parents=True, exist_ok=True)
+    prep_dir = prepared_dir(rec, run)
+    where = Path(rec.tokenizer.path) if rec.tokenizer.path else run / "tokenizer"
+    t0 = time.perf_counter()
+    codec = train_tokenizer(rec, prep_dir, where, quiet)
+    import pyarrow.dataset as pads
+
+    files = sorted(str(p) for p in (prep_dir / "val").glob("*.arrow"))
+    docs = [
+        t for b in pads.dataset(files, format="arrow").to_batches(columns=["text"])
+        for t in b.column("text").to_pylist()
+    ] if files else []  # fmt: skip
+    rate = f"; {bytes_per_token(codec, docs):.3f} bytes per token on the val split" if docs else ""
+    err.print(
+        f"wrote {where}/tokenizer.model ({codec.vocab_size} pieces) in "
+        f"{time.perf_counter() - t0:.1f} s{rate}"
+    )
+
+
 @app.command("plot")
 def plot_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run directories of `aunet train`.")],
@@ -354,11 +403,74 @@ def eval_cmd(
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="bpb (bits per byte) or spelling (correct vs misspelled held-out words)."
+        ),
+    ] = "bpb",
+    probes: Annotated[int, typer.Option(help="--task spelling: words to probe.")] = 500,
+    seed: Annotated[int, typer.Option(help="--task spelling: which words (seeded).")] = 0,
 ) -> None:
-    """Bits per byte of a trained model on text (every real byte scored once)."""
+    """Bits per byte of a trained model on text (every real byte scored once), or the
+    spelling probe (`--task spelling`)."""
     from .generate_cli import run_eval
 
-    run_eval(out, err, run, data, split, doc_per, stride, batch_size, fmt, device, quiet)
+    run_eval(
+        out, err, run, data, split, doc_per, stride, batch_size, fmt, device, quiet, task,
+        probes, seed,
+    )  # fmt: skip
+
+
+@app.command("compare")
+def compare_cmd(
+    recipes: Annotated[
+        list[Path],
+        typer.Argument(help="A compare recipe (recipes/compare/*.yaml), or training recipes."),
+    ],
+    budget: Annotated[
+        float | None,
+        typer.Option(help="Training FLOPs per model (overrides the compare recipe's budget)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output directory (default: runs/compare/<name>)."),
+    ] = None,
+    probes: Annotated[
+        int | None, typer.Option(help="Spelling-probe words (0: skip the probe).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train every model for the same training FLOPs, evaluate all on the same validation
+    bytes and spelling probes; write compare.md, compare.json and compare.png.
+
+    Finished runs in the output directory are reused, unfinished ones resume."""
+    from .compare import EvalSection, is_compare_file, load_compare, run_compare
+
+    if not recipes:
+        raise AunetError("give a compare recipe or at least one training recipe")
+    for p in recipes:
+        if not p.is_file():
+            raise AunetError(f"{p}: no such recipe file")
+    if len(recipes) == 1 and is_compare_file(recipes[0]):
+        cfg, paths = load_compare(recipes[0])
+        name, ev, flops = cfg.name or recipes[0].stem, cfg.eval, budget or cfg.budget
+    else:
+        if budget is None:
+            raise AunetError("--budget FLOPS is needed when comparing training recipes")
+        paths, name, ev, flops = recipes, "", EvalSection(), budget
+    if flops <= 0:
+        raise AunetError(f"--budget must be positive, got {flops}")
+    if probes is not None:
+        if probes < 0:
+            raise AunetError(f"--probes must be >= 0, got {probes}")
+        ev.spelling_probes = probes
+    out_path = out_dir or Path("runs") / "compare" / (name or "compare")
+    report = run_compare(paths, flops, out_path, ev, name, quiet, err)
+    from .compare import render_markdown
+
+    out.print(render_markdown(report).split("\n\n- val bpb")[0], markup=False)
+    err.print(f"wrote {out_path}/compare.md, compare.json, compare.png")
 
 
 def _print_sample(run: Path, prompt: str, max_bytes: int, temperature: float) -> None:

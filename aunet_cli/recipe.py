@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import AunetError
-from .model import ModelConfig
+from .model import VOCAB, ModelConfig
 
 
 class RecipeError(AunetError):
@@ -37,6 +37,15 @@ class DataConfig:
     val_tail: float = 0.0  # or: the last fraction of the training stream (nanoGPT-style)
     batch_size: int = 8
     val_windows: int = 64  # validation windows each time, evenly spaced (all if fewer)
+
+
+@dataclass
+class TokenizerConfig:
+    """A BPE token baseline instead of bytes: sentencepiece, trained on the train split."""
+
+    vocab_size: int
+    character_coverage: float = 1.0  # 0.9995 suits Chinese (rare characters -> bytes)
+    path: str | None = None  # an existing `aunet tokenizer train` directory instead
 
 
 @dataclass
@@ -84,6 +93,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    tokenizer: TokenizerConfig | None = None
     name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,8 +104,8 @@ PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 STRATEGIES = ("auto", "ddp", "fsdp", "ddp_spawn", "ddp_find_unused_parameters_true")
 
 
-def load_recipe(path: Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe file."""
+def read_yaml(path: Path, what: str) -> tuple[Any, dict[str, int]]:
+    """(parsed YAML, line number of every key path) of a file; clear errors."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -108,7 +118,18 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> Recipe:
     lines: dict[str, int] = {}
     _line_numbers(node, "", lines)
     if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping with model, data, optim, trainer")
+        raise RecipeError(f"{path}: {what}")
+    return raw, lines
+
+
+def build_config(cls: type, raw: dict[str, Any], source: str, lines: dict[str, int]) -> Any:
+    """A dataclass from a mapping: unknown keys and wrong types rejected with file:line."""
+    return _build(cls, raw, "", source, lines)
+
+
+def load_recipe(path: Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    raw, lines = read_yaml(path, "a recipe is a mapping with model, data, optim, trainer")
     for item in overrides or []:
         key = _apply_override(raw, item)
         lines[re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)] = f"--set {key}"
@@ -311,3 +332,16 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         fail("optim", "warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
     if len(r.optim.betas) != 2:
         fail("optim.betas", "two values, e.g. [0.9, 0.95]")
+    if r.tokenizer is not None:
+        tk = r.tokenizer
+        if m.n_stages != 1 or d.splitters:
+            fail("tokenizer", "a BPE model is one stage over tokens: no splitters, one stage")
+        if not 300 <= tk.vocab_size <= 65536:
+            fail("tokenizer.vocab_size", f"must be in [300, 65536], got {tk.vocab_size}")
+        if not 0.9 <= tk.character_coverage <= 1.0:
+            fail("tokenizer.character_coverage", "must be in [0.9, 1.0]")
+        if m.vocab_size not in (VOCAB, tk.vocab_size):
+            fail("model.vocab_size", f"is set by tokenizer.vocab_size ({tk.vocab_size})")
+        m.vocab_size = tk.vocab_size
+    elif m.vocab_size != VOCAB:
+        fail("model.vocab_size", f"a byte model has {VOCAB} ids (256 bytes, BOS, EOS)")

@@ -30,13 +30,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from . import __version__
-from .data import AUNetData
+from .data import AUNetData, stream_meta
 from .errors import AunetError, OutputConflictError
 from .export import export_model
 from .flops import FlopsReport, flops_per_byte
 from .model import AUNet, ModelConfig
 from .recipe import Recipe
 from .shards import write_json_atomic
+from .tokenizer import BYTES, MODEL_FILE, BpeCodec, Codec
 
 LN2 = math.log(2.0)
 
@@ -70,21 +71,25 @@ class StepProgressBar(RichProgressBar):
         )
 
 
-BYTE_TARGETS = 256  # targets below this are real bytes (not BOS / EOS)
+def bits_per_byte_sums(
+    logits: torch.Tensor, targets: torch.Tensor, unit_bytes: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """(sum of nats over targets that stand for text, bytes of text they stand for).
 
-
-def bits_per_byte_sums(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(sum of nats over real-byte targets, number of such targets)."""
+    `unit_bytes[id]` is the bytes of text of an id: 1 for a byte, a BPE piece's length,
+    0 for BOS and EOS (never scored), so nats / (ln 2 x bytes) is bits per byte for both."""
     nats = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    real = targets.flatten() < BYTE_TARGETS
-    return (nats * real).sum(), real.sum()
+    size = unit_bytes[targets.flatten()]
+    return (nats * (size > 0)).sum(), size.sum()
 
 
 class AUNetModule(L.LightningModule):
-    def __init__(self, recipe: dict[str, Any], total_steps: int) -> None:
+    def __init__(self, recipe: dict[str, Any], total_steps: int, codec: Codec = BYTES) -> None:
         super().__init__()
         self.recipe = recipe
         self.total_steps = total_steps
+        self.bos = codec.bos
+        self.register_buffer("unit_bytes", torch.from_numpy(codec.unit_bytes), persistent=False)
         self.model = AUNet(ModelConfig(**recipe["model"]))
         self.forward_fn = self.model
         if recipe["trainer"]["compile"]:
@@ -96,10 +101,12 @@ class AUNetModule(L.LightningModule):
         logits, plans = self.forward_fn(batch["tokens"], batch["levels"])
         targets = batch["targets"]
         # train on every next token but BOS (which always follows EOS)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=256)
-        nats, n = bits_per_byte_sums(logits.detach(), targets)
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=self.bos
+        )
+        nats, n = bits_per_byte_sums(logits.detach(), targets, self.unit_bytes)
         now = time.perf_counter()
-        bytes_per_s = targets.numel() * self.trainer.world_size / max(now - self.t_last, 1e-9)
+        bytes_per_s = n.item() * self.trainer.world_size / max(now - self.t_last, 1e-9)
         self.t_last = now
         self.log("loss", loss, prog_bar=False)
         self.log("train_bpb", nats / n.clamp(min=1) / LN2, prog_bar=True)
@@ -114,7 +121,7 @@ class AUNetModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], _: int) -> None:
         logits, _plans = self.forward_fn(batch["tokens"], batch["levels"])
-        nats, n = bits_per_byte_sums(logits, batch["targets"])
+        nats, n = bits_per_byte_sums(logits, batch["targets"], self.unit_bytes)
         self.val_nats += nats.double()
         self.val_bytes += n.double()
 
@@ -229,40 +236,47 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     elif fresh:
         for name in ("checkpoints", "data", "cache", "tb"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("metrics.csv", "compute.json", "model.safetensors", "config.json"):
+        for name in ("metrics.csv", "compute.json", "model.safetensors", "config.json",
+                     "timing.json"):  # fmt: skip
             (run_dir / name).unlink(missing_ok=True)
     write_json_atomic(recipe_path, recipe.to_dict())
 
     L.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
     prep_dir = prepared_dir(recipe, run_dir)
+    codec = ensure_tokenizer(recipe, run_dir, prep_dir, quiet)
     m, t = recipe.model, recipe.trainer
     data = AUNetData(
         prep_dir, run_dir / "cache", m.seq_len, m.n_stages - 1, recipe.data.batch_size,
-        recipe.data.val_windows, recipe.data.val_tail, t.seed,
+        recipe.data.val_windows, recipe.data.val_tail, t.seed, codec,
     )  # fmt: skip
     data.setup()
-    report = flops_per_byte(m, data.train.stage_lengths(m.n_stages))
+    bytes_per_unit = 1.0
+    if isinstance(codec, BpeCodec):
+        meta = stream_meta(prep_dir, "train", run_dir / "cache", codec)
+        bytes_per_unit = meta["bytes"] / max(meta["units"], 1)
+    report = flops_per_byte(m, data.train.stage_lengths(m.n_stages), bytes_per_unit)
     with torch.device("meta"):  # parameter counts without allocating a second model
         report.params = AUNet(m).num_params()
     world = _devices_count(t.devices, t.accelerator) * t.num_nodes
-    bytes_per_step = m.seq_len * recipe.data.batch_size * t.accumulate * world
+    bytes_per_step = m.seq_len * recipe.data.batch_size * t.accumulate * world * bytes_per_unit
     total_steps = t.max_steps or 0
     if t.flops_budget:
         total_steps = max(1, int(t.flops_budget / (report.train_per_byte * bytes_per_step)))
     if not total_steps and t.max_time:  # time budget only: estimate the schedule length
         total_steps = 10**9
     compute = _compute_summary(recipe, report, prep_dir, bytes_per_step, total_steps)
+    compute["bytes_per_token"] = bytes_per_unit
     write_json_atomic(run_dir / "compute.json", compute)
     if not quiet:
         _print_compute(compute)
 
-    module = AUNetModule(recipe.to_dict(), total_steps)
+    module = AUNetModule(recipe.to_dict(), total_steps, codec)
     ckpt = ModelCheckpoint(
         dirpath=ckpt_dir, filename="step-{step:07d}", every_n_train_steps=t.ckpt_every,
         save_top_k=t.keep_checkpoints, monitor="step", mode="max", save_last=True,
         auto_insert_metric_name=False,
     )  # fmt: skip
-    callbacks: list[Callback] = [ckpt, ExportAtEnd(run_dir, export_config(recipe, prep_dir))]
+    callbacks: list[Callback] = [ckpt, ExportAtEnd(run_dir, export_config(recipe, prep_dir, codec))]
     if not quiet:
         callbacks.append(StepProgressBar(total_steps))
     trainer = L.Trainer(
@@ -289,11 +303,85 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
         enable_progress_bar=not quiet,
         enable_model_summary=False,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    started = time.time()
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    finally:
+        if trainer.is_global_zero:
+            _add_wall_time(run_dir, time.time() - started, trainer.global_step)
     return {
         "steps": trainer.global_step,
         **{k: float(v) for k, v in trainer.callback_metrics.items()},
     }
+
+
+def _add_wall_time(run_dir: Path, seconds: float, step: int) -> None:
+    """RUN/timing.json: training wall time summed over every (resumed) session."""
+    path = run_dir / "timing.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    write_json_atomic(
+        path,
+        {
+            "wall_seconds": float(old.get("wall_seconds", 0.0)) + seconds,
+            "sessions": int(old.get("sessions", 0)) + 1,
+            "last_step": step,
+        },
+    )
+
+
+def ensure_tokenizer(recipe: Recipe, run_dir: Path, prep_dir: Path, quiet: bool) -> Codec:
+    """Bytes, or the recipe's BPE tokenizer: trained on the train split on first use (in
+    RUN/tokenizer/) or read from tokenizer.path; copied to RUN/tokenizer.model so the
+    exported model carries its tokenizer."""
+    tk = recipe.tokenizer
+    if tk is None:
+        return BYTES
+    where = Path(tk.path) if tk.path else run_dir / "tokenizer"
+    if not (where / MODEL_FILE).is_file():
+        if tk.path:
+            raise AunetError(f"tokenizer.path: {where} has no {MODEL_FILE}")
+        train_tokenizer(recipe, prep_dir, where, quiet)
+    codec = BpeCodec(where / MODEL_FILE)
+    if codec.vocab_size != tk.vocab_size:
+        raise AunetError(
+            f"{where / MODEL_FILE}: {codec.vocab_size} pieces, but tokenizer.vocab_size is "
+            f"{tk.vocab_size}"
+        )
+    target = run_dir / MODEL_FILE
+    if not target.is_file() or target.read_bytes() != codec.blob:
+        tmp = run_dir / f".{MODEL_FILE}.{os.getpid()}"
+        tmp.write_bytes(codec.blob)
+        os.replace(tmp, target)
+    return codec
+
+
+def train_tokenizer(recipe: Recipe, prep_dir: Path, out: Path, quiet: bool) -> BpeCodec:
+    """Train the recipe's BPE on the documents of the train split of `prep_dir`."""
+    import pyarrow.dataset as pads
+
+    from .tokenizer import TokenizerSpec, train_bpe
+
+    assert recipe.tokenizer is not None
+    files = sorted(str(p) for p in (prep_dir / "train").glob("*.arrow"))
+    if not files:
+        raise AunetError(f"{prep_dir}: no train shards to train a tokenizer on")
+
+    def docs():
+        for batch in pads.dataset(files, format="arrow").to_batches(columns=["text"]):
+            yield from batch.column("text").to_pylist()
+
+    manifest = hashlib.sha256((prep_dir / "manifest.json").read_bytes()).hexdigest()
+    if not quiet:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"training a BPE tokenizer ({recipe.tokenizer.vocab_size} pieces) on {prep_dir}/train"
+        )
+    spec = TokenizerSpec(recipe.tokenizer.vocab_size, recipe.tokenizer.character_coverage)
+    return train_bpe(docs(), spec, out, {"data_manifest_sha256": manifest, "split": "train"})
 
 
 def _devices_count(devices: int | str, accelerator: str) -> int:
@@ -307,9 +395,11 @@ def _devices_count(devices: int | str, accelerator: str) -> int:
     return 1
 
 
-def export_config(recipe: Recipe, prep_dir: Path) -> dict[str, Any]:
+def export_config(recipe: Recipe, prep_dir: Path, codec: Codec = BYTES) -> dict[str, Any]:
     manifest = json.loads((prep_dir / "manifest.json").read_text())
+    extra = {"tokenizer": codec.describe()} if isinstance(codec, BpeCodec) else {}
     return {
+        **extra,
         "format": "aunet-model/1",
         "aunet_version": __version__,
         "model": asdict(recipe.model),
@@ -352,5 +442,5 @@ def _print_compute(c: dict) -> None:
     console.print(
         f"params {c['params']['total']:,}; forward FLOPs/byte {c['flops_per_byte']:.4g}; "
         f"planned training FLOPs {c['planned_train_flops']:.4g} "
-        f"({c['planned_steps']} steps x {c['bytes_per_step']:,} bytes)"
+        f"({c['planned_steps']} steps x {c['bytes_per_step']:,.0f} bytes)"
     )
