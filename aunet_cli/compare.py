@@ -119,7 +119,9 @@ def train_or_reuse(r: Recipe, run_dir: Path, console: Console, quiet: bool) -> s
                 f"({old.get('trainer', {}).get('flops_budget')!r} FLOPs, not "
                 f"{r.trainer.flops_budget!r}); use another --out"
             )
-        if old == r.to_dict() and (run_dir / "model.safetensors").exists():
+        new = r.to_dict()
+        same = all(old.get(k) == new.get(k) for k in set(old) | set(new))  # absent = None
+        if same and (run_dir / "model.safetensors").exists():
             return "reused"
     run_training(r, run_dir, quiet=quiet)
     return "trained"

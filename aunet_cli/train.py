@@ -242,21 +242,8 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     write_json_atomic(recipe_path, recipe.to_dict())
 
     L.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
-    prep_dir = prepared_dir(recipe, run_dir)
-    codec = ensure_tokenizer(recipe, run_dir, prep_dir, quiet)
+    prep_dir, codec, data, report, bytes_per_unit = measure(recipe, run_dir, quiet)
     m, t = recipe.model, recipe.trainer
-    data = AUNetData(
-        prep_dir, run_dir / "cache", m.seq_len, m.n_stages - 1, recipe.data.batch_size,
-        recipe.data.val_windows, recipe.data.val_tail, t.seed, codec,
-    )  # fmt: skip
-    data.setup()
-    bytes_per_unit = 1.0
-    if isinstance(codec, BpeCodec):
-        meta = stream_meta(prep_dir, "train", run_dir / "cache", codec)
-        bytes_per_unit = meta["bytes"] / max(meta["units"], 1)
-    report = flops_per_byte(m, data.train.stage_lengths(m.n_stages), bytes_per_unit)
-    with torch.device("meta"):  # parameter counts without allocating a second model
-        report.params = AUNet(m).num_params()
     world = _devices_count(t.devices, t.accelerator) * t.num_nodes
     bytes_per_step = m.seq_len * recipe.data.batch_size * t.accumulate * world * bytes_per_unit
     total_steps = t.max_steps or 0
@@ -330,6 +317,27 @@ def _add_wall_time(run_dir: Path, seconds: float, step: int) -> None:
             "last_step": step,
         },
     )
+
+
+def measure(recipe: Recipe, run_dir: Path, quiet: bool = True):
+    """Prepare the data (and tokenizer) of a recipe and measure its FLOPs per byte there:
+    (prep_dir, codec, data module, FlopsReport with params, bytes per token)."""
+    prep_dir = prepared_dir(recipe, run_dir)
+    codec = ensure_tokenizer(recipe, run_dir, prep_dir, quiet)
+    m, t = recipe.model, recipe.trainer
+    data = AUNetData(
+        prep_dir, run_dir / "cache", m.seq_len, m.n_stages - 1, recipe.data.batch_size,
+        recipe.data.val_windows, recipe.data.val_tail, t.seed, codec,
+    )  # fmt: skip
+    data.setup()
+    bytes_per_unit = 1.0
+    if isinstance(codec, BpeCodec):
+        meta = stream_meta(prep_dir, "train", run_dir / "cache", codec)
+        bytes_per_unit = meta["bytes"] / max(meta["units"], 1)
+    report = flops_per_byte(m, data.train.stage_lengths(m.n_stages), bytes_per_unit)
+    with torch.device("meta"):  # parameter counts without allocating a second model
+        report.params = AUNet(m).num_params()
+    return prep_dir, codec, data, report, bytes_per_unit
 
 
 def ensure_tokenizer(recipe: Recipe, run_dir: Path, prep_dir: Path, quiet: bool) -> Codec:

@@ -18,7 +18,13 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 @pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_validates(path):
-    load_recipe(path)
+    from aunet_cli.compare import budgeted, is_compare_file, load_compare
+
+    if is_compare_file(path):  # a comparison: its models validate with its budget
+        cfg, paths = load_compare(path)
+        assert len(budgeted(paths, cfg.budget)) == len(cfg.models)
+    else:
+        load_recipe(path)
 
 
 def test_shakespeare_recipes_have_equal_flops_per_byte_and_budget():
@@ -65,3 +71,25 @@ def test_chinese_recipes_have_equal_flops_per_byte_and_budget():
     assert max(flops) / min(flops) < 1.03, dict(zip(ZH, flops, strict=True))
     assert len({r.trainer.flops_budget for r in recipes}) == 1
     assert len({(r.model.seq_len, r.data.batch_size) for r in recipes}) == 1
+
+
+@pytest.mark.parametrize("name", ["en-shakespeare", "en-pydocs"])
+def test_english_comparisons_are_compute_matched(name, tmp_path):
+    """Measured as `aunet train` measures it (the BPE model's bytes per token on its own
+    trained tokenizer): FLOPs per byte within 3% of each other, one budget."""
+    from aunet_cli.compare import budgeted, check_same_data, load_compare
+    from aunet_cli.train import measure
+
+    cfg, paths = load_compare(RECIPES / "compare" / f"{name}.yaml")
+    recipes = budgeted(paths, cfg.budget)
+    check_same_data(recipes, paths)
+    for r in recipes:
+        r.data.inputs = [str(shared_path(p.removeprefix("../shared/"))) for p in r.data.inputs]
+    flops = {}
+    for r in recipes:
+        *_, report, bytes_per_token = measure(r, tmp_path / r.name)
+        flops[r.name] = report.per_byte
+        if r.tokenizer:
+            assert 3.0 < bytes_per_token < 3.7, bytes_per_token
+    assert max(flops.values()) / min(flops.values()) < 1.03, flops
+    assert {r.model.n_stages for r in recipes if not r.tokenizer} == {1, 2, 3, 4}
