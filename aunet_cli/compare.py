@@ -268,17 +268,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"(sha256 {v['sha256'][:12]}...), the same for every model.",
         "",
         "| model | kind | params | MFLOPs/byte | bytes seen | train FLOPs | val bpb "
-        "| spelling acc. | wall time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| spelling acc. | swap only | wall time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in report["models"]:
         sp = m["spelling"]["accuracy"] if m.get("spelling") else None
+        swap = m["spelling"]["by_kind"]["swap"] if m.get("spelling") else None
         wall = f"{m['wall_seconds'] / 60:.1f} min" if m.get("wall_seconds") else "-"
         lines.append(
             f"| {m['name']} | {m['kind']} | {m['params'] / 1e6:.2f}M | "
             f"{m['flops_per_byte'] / 1e6:.2f} | {m['bytes_seen'] / 1e6:.2f}M | "
             f"{m['train_flops']:.3g} | **{m['val_bpb']:.4f}** | "
-            f"{'-' if sp is None else f'{sp:.3f}'} | {wall} |"
+            f"{'-' if sp is None else f'{sp:.3f}'} | "
+            f"{'-' if swap is None else f'{swap:.3f}'} | {wall} |"
         )
     best = min(report["models"], key=lambda m: m["val_bpb"])
     lines += [
@@ -293,7 +295,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- spelling acc.: share of {report['spelling_probes']:,} held-out words (x up to 3 "
         "misspellings: swapped, dropped, doubled letter) where the correct spelling gets the "
         "higher log-probability of the whole snippet. Misspelled words split into rarer, "
-        "more numerous BPE pieces, which a BPE model penalizes even with little training.",
+        "more numerous BPE pieces, which a BPE model penalizes even with little training; "
+        "and a dropped letter makes the text one byte shorter (a doubled one, longer), "
+        "which a byte model that pays several bits per byte rewards (penalizes) whatever "
+        "the spelling. Swapped letters keep the length: *swap only* is the cleanest column.",
         "- wall time: training only, on whatever machine ran it (see compare.json).",
         "",
         "![val bpb against training FLOPs](compare.png)",
