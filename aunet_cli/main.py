@@ -281,6 +281,10 @@ def tokenizer_train_cmd(
         list[str] | None,
         typer.Option("--set", help="Override a recipe value: key.path=value (repeatable)."),
     ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write it (default: RUN/tokenizer, used by train)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Less output.")] = False,
 ) -> None:
     """Train the recipe's sentencepiece BPE on its training split (RUN/tokenizer/).
@@ -297,7 +301,12 @@ def tokenizer_train_cmd(
     run = run_dir or Path("runs") / (rec.name or recipe.stem)
     run.mkdir(parents=True, exist_ok=True)
     prep_dir = prepared_dir(rec, run)
-    where = Path(rec.tokenizer.path) if rec.tokenizer.path else run / "tokenizer"
+    if rec.tokenizer.path and out_dir is None:
+        raise AunetError(
+            f"{recipe}: tokenizer.path names an existing tokenizer ({rec.tokenizer.path}); "
+            "give --out to train another one elsewhere"
+        )
+    where = out_dir or run / "tokenizer"
     t0 = time.perf_counter()
     codec = train_tokenizer(rec, prep_dir, where, quiet)
     import pyarrow.dataset as pads

@@ -214,3 +214,21 @@ def test_a_model_that_knows_the_words_wins_the_probe():
         opt.step()
     after = spelling_probe(model.eval(), pipe, probes)["accuracy"]
     assert after > 0.8 and after > before + 0.15, (before, after)
+
+
+def test_tokenizer_train_writes_the_model_and_its_record(workdir):
+    proc = subprocess.run(
+        [str(AUNET), "tokenizer", "train", "bpe.yaml", "--run-dir", "tk", "-q"],
+        cwd=workdir, capture_output=True, text=True, env=env(), timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((workdir / "tk" / "tokenizer" / "tokenizer.json").read_text())
+    assert info["vocab_size"] == 600 and info["kind"] == "bpe" and info["split"] == "train"
+    assert len(info["data_manifest_sha256"]) == 64
+    assert (workdir / "tk" / "tokenizer" / "tokenizer.model").stat().st_size > 1000
+    assert "bytes per token on the val split" in proc.stderr
+    bad = subprocess.run(
+        [str(AUNET), "tokenizer", "train", "au2.yaml", "--run-dir", "tk2"],
+        cwd=workdir, capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "no tokenizer section" in bad.stderr
