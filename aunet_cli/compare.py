@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ def load_compare(path: Path) -> tuple[CompareConfig, list[Path]]:
     cfg = build_config(CompareConfig, raw, str(path), lines)
     if not cfg.models:
         raise RecipeError(f"{path}: models: list at least one training recipe")
-    if cfg.budget <= 0:
+    if not (math.isfinite(cfg.budget) and cfg.budget > 0):
         raise RecipeError(f"{path}: budget: must be positive FLOPs, got {cfg.budget}")
     return cfg, [(path.parent / m) for m in cfg.models]
 
@@ -80,17 +81,17 @@ def check_same_data(recipes: list[Recipe], paths: list[Path]) -> None:
     """Equal compute means nothing unless the text and its held-out part are the same."""
     first = recipes[0].data
     key = (first.inputs, first.prepared, first.doc_per, first.val_fraction)
-    for r, p in zip(recipes[1:], paths[1:], strict=True):
+    for r, p in zip(recipes, paths, strict=True):
         d = r.data
         if (d.inputs, d.prepared, d.doc_per, d.val_fraction) != key:
             raise AunetError(
                 f"{p}: its data (inputs, doc_per, val_fraction) differ from {paths[0]}'s; "
                 "a comparison needs the same text and the same validation documents"
             )
-        if d.val_tail:
+        if d.val_tail or not d.prepared and d.val_fraction <= 0:
             raise AunetError(
-                f"{p}: data.val_tail holds out part of a byte stream, which a token model "
-                "cannot share; use data.val_fraction (documents) for a comparison"
+                f"{p}: a comparison needs held-out documents (data.val_fraction > 0); "
+                "data.val_tail holds out part of a byte stream, which a token model cannot share"
             )
 
 
@@ -112,7 +113,10 @@ def train_or_reuse(r: Recipe, run_dir: Path, console: Console, quiet: bool) -> s
 
     recipe_json = run_dir / "recipe.json"
     if recipe_json.exists():
-        old = json.loads(recipe_json.read_text())
+        try:
+            old = json.loads(recipe_json.read_text())
+        except ValueError as exc:
+            raise AunetError(f"{recipe_json}: corrupt ({exc}); delete that run") from None
         if old.get("trainer", {}).get("flops_budget") != r.trainer.flops_budget:
             raise AunetError(
                 f"{run_dir}: trained for another budget "
@@ -120,8 +124,13 @@ def train_or_reuse(r: Recipe, run_dir: Path, console: Console, quiet: bool) -> s
                 f"{r.trainer.flops_budget!r}); use another --out"
             )
         new = r.to_dict()
-        same = all(old.get(k) == new.get(k) for k in set(old) | set(new))  # absent = None
-        if same and (run_dir / "model.safetensors").exists():
+        differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if differ:  # absent = None (runs from before a section existed)
+            raise AunetError(
+                f"{run_dir}: holds a run of a different recipe ({', '.join(differ)} "
+                "differ); use another --out, or delete that run to retrain it"
+            )
+        if (run_dir / "model.safetensors").exists():
             return "reused"
     run_training(r, run_dir, quiet=quiet)
     return "trained"
@@ -163,7 +172,10 @@ def evaluate_run(
     }
     cache = run_dir / "compare-eval.json"
     if cache.exists():
-        old = json.loads(cache.read_text())
+        try:
+            old = json.loads(cache.read_text())
+        except ValueError:
+            old = {}  # unreadable: evaluate again
         if old.get("key") == key:
             return old["result"]
     model, pipeline, _, codec = open_model(run_dir, None, "cpu")

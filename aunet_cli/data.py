@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -88,7 +89,7 @@ def _write_stream(split_dir: Path, out: Path, depth: int, codec: Codec) -> None:
                 lv.tofile(fl)
                 total += len(tok)
                 n_docs += batch.num_rows
-                n_bytes += sum(len(t) for t in batch.column("text").to_pylist())
+                n_bytes += pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0
     os.replace(tmp_tok, out / "tokens.u16")
     os.replace(tmp_lv, out / "levels.u8")
     meta = {

@@ -51,7 +51,8 @@ def flops_per_byte(
     """Forward FLOPs per byte for windows whose stages have the given mean lengths.
 
     A token model (BPE) reads `bytes_per_unit` bytes per position on average (measured on
-    its data, BOS/EOS not counted, as a byte model's are not): FLOPs per token / that.
+    its data, BOS and EOS counted as one byte each, as a byte model's positions are):
+    FLOPs per token / that.
 
     `stage_lengths[s]` is the mean number of stage-(s+1) positions in a window of
     `cfg.seq_len` bytes (the first is seq_len itself). A stage with a capacity

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -463,13 +464,14 @@ def compare_cmd(
             raise AunetError(f"{p}: no such recipe file")
     if len(recipes) == 1 and is_compare_file(recipes[0]):
         cfg, paths = load_compare(recipes[0])
-        name, ev, flops = cfg.name or recipes[0].stem, cfg.eval, budget or cfg.budget
+        name, ev = cfg.name or recipes[0].stem, cfg.eval
+        flops = budget if budget is not None else cfg.budget
     else:
         if budget is None:
             raise AunetError("--budget FLOPS is needed when comparing training recipes")
         paths, name, ev, flops = recipes, "", EvalSection(), budget
-    if flops <= 0:
-        raise AunetError(f"--budget must be positive, got {flops}")
+    if not (math.isfinite(flops) and flops > 0):
+        raise AunetError(f"--budget must be positive FLOPs, got {flops}")
     if probes is not None:
         if probes < 0:
             raise AunetError(f"--probes must be >= 0, got {probes}")

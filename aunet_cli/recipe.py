@@ -8,6 +8,7 @@ validation (values parsed as YAML, so numbers and booleans work).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -307,7 +308,7 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         fail("data", "batch_size and val_windows must be >= 1")
     for name in ("max_steps", "max_time", "flops_budget"):
         value = getattr(t, name)
-        if value is not None and value <= 0:
+        if value is not None and not (math.isfinite(value) and value > 0):
             fail(f"trainer.{name}", f"must be positive (or null), got {value}")
     if t.num_nodes < 1 or (
         isinstance(t.devices, int)

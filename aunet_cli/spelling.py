@@ -63,8 +63,8 @@ def make_probes(docs: Iterable[bytes], count: int, seed: int = 0, context: int =
         for m in WORD.finditer(data):
             before = data[m.start() - 1 : m.start()]
             after = data[m.end() : m.end() + 1]
-            if before.isalpha() or after.isalpha() or not after:
-                continue  # not a whole word (e.g. inside non-ASCII letters) or at the end
+            if not after or any(b.isalpha() or b >= b"\x80" for b in (before, after)):
+                continue  # part of a longer word (e.g. "Schrödinger") or at the very end
             found.append((data, m.start(), m.end()))
     rng = random.Random(seed)
     picked = rng.sample(found, min(count, len(found)))

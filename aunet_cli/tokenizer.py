@@ -169,17 +169,24 @@ class TokenizerSpec:
     character_coverage: float = 1.0
 
 
-def _sentences(docs: Iterable[bytes], limit: int) -> Iterator[str]:
-    """Training sentences: the documents' lines (sentencepiece trains line by line)."""
+MAX_PIECE_OF_LINE = 8192  # characters; sentencepiece skips longer sentences
+
+
+def _sentences(docs: Iterable[bytes], limit: int, seen: list[int]) -> Iterator[str]:
+    """Training sentences: the documents' lines (sentencepiece trains line by line),
+    long lines cut into pieces it accepts. `seen[0]` counts what was yielded."""
     total = 0
     for data in docs:
         for line in data.decode("utf-8", "ignore").split("\n"):
             line = line.replace(SPACE_MARK, " ")
-            if line.strip():
-                yield line
-                total += len(line)
-                if total >= limit:
-                    return
+            for a in range(0, len(line), MAX_PIECE_OF_LINE):
+                piece = line[a : a + MAX_PIECE_OF_LINE]
+                if piece.strip():
+                    yield piece
+                    seen[0] += 1
+                    total += len(piece)
+                    if total >= limit:
+                        return
 
 
 def train_bpe(
@@ -195,11 +202,13 @@ def train_bpe(
             f"merges), got {spec.vocab_size}"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    seen = [0]
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".train-") as tmp:
         prefix = Path(tmp) / "tokenizer"
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=_sentences(docs, max_chars),
+                sentence_iterator=_sentences(docs, max_chars, seen),
+                max_sentence_length=4 * MAX_PIECE_OF_LINE,  # bytes
                 model_prefix=str(prefix),
                 model_type="bpe",
                 vocab_size=spec.vocab_size,
@@ -218,6 +227,8 @@ def train_bpe(
                 minloglevel=2,
             )
         except RuntimeError as exc:
+            if not seen[0]:
+                raise AunetError("no text to train the tokenizer on (the split is empty)") from None
             raise AunetError(f"sentencepiece could not train the tokenizer: {exc}") from None
         os.replace(f"{prefix}.model", out_dir / MODEL_FILE)
     codec = BpeCodec(out_dir / MODEL_FILE)

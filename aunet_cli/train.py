@@ -37,7 +37,7 @@ from .flops import FlopsReport, flops_per_byte
 from .model import AUNet, ModelConfig
 from .recipe import Recipe
 from .shards import write_json_atomic
-from .tokenizer import BYTES, MODEL_FILE, BpeCodec, Codec
+from .tokenizer import BYTES, MODEL_FILE, BpeCodec, Codec, read_tokenizer_info
 
 LN2 = math.log(2.0)
 
@@ -106,7 +106,7 @@ class AUNetModule(L.LightningModule):
         )
         nats, n = bits_per_byte_sums(logits.detach(), targets, self.unit_bytes)
         now = time.perf_counter()
-        bytes_per_s = n.item() * self.trainer.world_size / max(now - self.t_last, 1e-9)
+        bytes_per_s = n.float() * self.trainer.world_size / max(now - self.t_last, 1e-9)
         self.t_last = now
         self.log("loss", loss, prog_bar=False)
         self.log("train_bpb", nats / n.clamp(min=1) / LN2, prog_bar=True)
@@ -224,8 +224,8 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     resume = None
     if recipe_path.exists() and not fresh:
         old = json.loads(recipe_path.read_text())
-        for section in ("model", "data", "optim"):
-            if old.get(section) != recipe.to_dict()[section]:
+        for section in ("model", "data", "optim", "tokenizer"):
+            if old.get(section) != recipe.to_dict().get(section):
                 raise OutputConflictError(
                     f"{run_dir}: holds a run with a different {section} section; "
                     "use another --run-dir, or --fresh to start over"
@@ -234,10 +234,10 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
         found = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
         resume = found[-1] if found else None
     elif fresh:
-        for name in ("checkpoints", "data", "cache", "tb"):
+        for name in ("checkpoints", "data", "cache", "tb", "tokenizer"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in ("metrics.csv", "compute.json", "model.safetensors", "config.json",
-                     "timing.json"):  # fmt: skip
+                     "timing.json", MODEL_FILE):  # fmt: skip
             (run_dir / name).unlink(missing_ok=True)
     write_json_atomic(recipe_path, recipe.to_dict())
 
@@ -333,7 +333,10 @@ def measure(recipe: Recipe, run_dir: Path, quiet: bool = True):
     bytes_per_unit = 1.0
     if isinstance(codec, BpeCodec):
         meta = stream_meta(prep_dir, "train", run_dir / "cache", codec)
-        bytes_per_unit = meta["bytes"] / max(meta["units"], 1)
+        # BOS and EOS count as one byte each, as they do for a byte model (whose FLOPs
+        # per byte are FLOPs per stream position), so both are measured alike
+        specials = meta["tokens"] - meta["units"]
+        bytes_per_unit = (meta["bytes"] + specials) / max(meta["tokens"], 1)
     report = flops_per_byte(m, data.train.stage_lengths(m.n_stages), bytes_per_unit)
     with torch.device("meta"):  # parameter counts without allocating a second model
         report.params = AUNet(m).num_params()
@@ -352,6 +355,15 @@ def ensure_tokenizer(recipe: Recipe, run_dir: Path, prep_dir: Path, quiet: bool)
         if tk.path:
             raise AunetError(f"tokenizer.path: {where} has no {MODEL_FILE}")
         train_tokenizer(recipe, prep_dir, where, quiet)
+    elif not tk.path:  # ours: it must be the one this recipe and data would train
+        info = read_tokenizer_info(where)
+        manifest = hashlib.sha256((prep_dir / "manifest.json").read_bytes()).hexdigest()
+        trained = (info.get("character_coverage"), info.get("data_manifest_sha256"))
+        if trained != (tk.character_coverage, manifest):
+            raise AunetError(
+                f"{where}: trained with other settings or data than this recipe's; "
+                "use --fresh (or another --run-dir) to train a new one"
+            )
     codec = BpeCodec(where / MODEL_FILE)
     if codec.vocab_size != tk.vocab_size:
         raise AunetError(

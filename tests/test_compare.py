@@ -232,3 +232,28 @@ def test_tokenizer_train_writes_the_model_and_its_record(workdir):
         cwd=workdir, capture_output=True, text=True, env=env(), timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "no tokenizer section" in bad.stderr
+
+
+def test_a_different_recipe_in_the_output_directory_is_refused(workdir, first):
+    """Never report an old model as this recipe's: a changed recipe needs another --out."""
+    changed = (workdir / "au2.yaml").read_text().replace("warmup_steps: 1", "warmup_steps: 2")
+    (workdir / "au2-changed.yaml").write_text(changed)
+    proc = compare(workdir, "au2-changed.yaml", "--budget", "3.0e9", "--out", "out", "-q")
+    assert proc.returncode == 2
+    assert "holds a run of a different recipe (optim differ)" in proc.stderr
+
+
+def test_resuming_a_bpe_run_with_another_tokenizer_is_refused(workdir, first):
+    proc = subprocess.run(
+        [str(AUNET), "train", "bpe.yaml", "--run-dir", "out/tiny-bpe", "-q",
+         "--set", "tokenizer.character_coverage=0.99"],
+        cwd=workdir, capture_output=True, text=True, env=env(), timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stderr
+    assert "different tokenizer section" in proc.stderr
+
+
+def test_probe_words_are_never_pieces_of_longer_non_ascii_words():
+    docs = ["Schrödinger wrote about quantum theory. Caf\u00e9s and m\u00fcnchen rivers.".encode()]
+    words = {p.word for p in make_probes(docs, 100)}
+    assert words == {b"wrote", b"about", b"quantum", b"theory", b"rivers"}

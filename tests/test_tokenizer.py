@@ -162,3 +162,15 @@ def test_a_prompt_longer_than_the_token_context_is_refused(codec):
     model = bpe_model(codec, seq_len=16)
     with pytest.raises(AunetError, match="tokens"):
         Session(model, Pipeline.from_specs([]), [b"the " * 40], codec=codec)
+
+
+def test_lines_longer_than_sentencepiece_accepts_still_train(tmp_path):
+    """One long line per document (unwrapped text): cut into pieces, not dropped."""
+    docs = [corpus_text(seed=i, size=20_000).replace("\n", " ").encode() for i in range(3)]
+    codec = train_bpe(docs, TokenizerSpec(vocab_size=500), tmp_path, {})
+    assert bytes_per_token(codec, docs) > 1.8
+
+
+def test_an_empty_training_split_is_a_clear_error(tmp_path):
+    with pytest.raises(AunetError, match="no text to train the tokenizer on"):
+        train_bpe([b"", b"\n\n"], TokenizerSpec(vocab_size=400), tmp_path, {})
