@@ -169,6 +169,9 @@ def evaluate_run(
         "stride": ev.stride,
         "spelling_probes": ev.spelling_probes,
         "seed": ev.seed,
+        "probes_sha256": hashlib.sha256(
+            b"\0".join(p.text(w) for p in probes for w in (p.word, *p.variants.values()))
+        ).hexdigest(),
     }
     cache = run_dir / "compare-eval.json"
     if cache.exists():
