@@ -146,6 +146,8 @@ def test_ctrl_c_keeps_what_was_generated(tmp_path):
         [str(AUNET), "generate", "--run", str(run), "start", "--max-bytes", "10000000",
          "--ignore-eos", "--raw"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=aunet_env(),
+        # as from a terminal: a background job (CI under nohup / &) inherits SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert proc.stdout is not None
     got = proc.stdout.read(40)  # generation has started
