@@ -156,7 +156,7 @@ def val_documents(r: Recipe, run_dir: Path) -> tuple[list[bytes], list[Any], str
 
 def evaluate_run(
     r: Recipe, run_dir: Path, docs: list[bytes], levels: list, val_hash: str,
-    probes: list, ev: EvalSection,
+    probes: list, ev: EvalSection, device: str = "cpu",
 ) -> dict[str, Any]:  # fmt: skip
     """Eval bpb and spelling of a finished run (cached in RUN/compare-eval.json)."""
     from .evaluate import evaluate
@@ -181,7 +181,7 @@ def evaluate_run(
             old = {}  # unreadable: evaluate again
         if old.get("key") == key:
             return old["result"]
-    model, pipeline, _, codec = open_model(run_dir, None, "cpu")
+    model, pipeline, _, codec = open_model(run_dir, None, device)
     t0 = time.perf_counter()
     res = evaluate(model, zip(docs, levels, strict=True), ev.stride, 16, codec=codec)
     result: dict[str, Any] = {
@@ -197,7 +197,7 @@ def evaluate_run(
 
 def run_compare(
     paths: list[Path], budget: float, out: Path, ev: EvalSection, name: str = "",
-    quiet: bool = False, console: Console | None = None,
+    quiet: bool = False, console: Console | None = None, device: str = "cpu",
 ) -> dict[str, Any]:  # fmt: skip
     """Train (or reuse) every recipe at `budget`, evaluate all alike, write the reports."""
     from .spelling import make_probes
@@ -227,7 +227,7 @@ def run_compare(
                 "(same inputs, different split?); cannot compare"
             )
         console.print(f"evaluating {r.name} on {sum(map(len, docs)):,} validation bytes")
-        scores = evaluate_run(r, run_dir, d, lv, h, probes, ev)
+        scores = evaluate_run(r, run_dir, d, lv, h, probes, ev, device)
         results.append(_row(r, p, run_dir, how, scores))
     report = {
         "format": REPORT_FORMAT,

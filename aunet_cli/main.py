@@ -449,6 +449,7 @@ def compare_cmd(
     probes: Annotated[
         int | None, typer.Option(help="Spelling-probe words (0: skip the probe).")
     ] = None,
+    device: Annotated[str, typer.Option(help="Evaluate on auto, cpu or cuda[:N].")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train every model for the same training FLOPs, evaluate all on the same validation
@@ -477,7 +478,9 @@ def compare_cmd(
             raise AunetError(f"--probes must be >= 0, got {probes}")
         ev.spelling_probes = probes
     out_path = out_dir or Path("runs") / "compare" / (name or "compare")
-    report = run_compare(paths, flops, out_path, ev, name, quiet, err)
+    from .generate_cli import resolve_device
+
+    report = run_compare(paths, flops, out_path, ev, name, quiet, err, resolve_device(device))
     from .compare import render_markdown
 
     out.print(render_markdown(report).split("\n\n- val bpb")[0], markup=False)
