@@ -290,6 +290,8 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
             fail(f"{p}.max_seqlen", "stage 1 always has seq_len positions; capacity is for >= 2")
         if i < len(m.stages) - 1 and st.decoder_layers < 1 and len(m.stages) > 1:
             fail(f"{p}.decoder_layers", "every stage but the deepest needs a decoder (>= 1)")
+    if m.upsample_init not in ("zero", "normal"):
+        fail("model.upsample_init", f"must be zero or normal, got {m.upsample_init!r}")
     if m.seq_len < 8:
         fail("model.seq_len", "must be at least 8 bytes")
     if bool(d.prepared) == bool(d.inputs):

@@ -173,7 +173,11 @@ def test_probes_are_whole_words_with_context_and_deterministic():
 def test_snippet_scores_are_the_direct_forward_nats():
     torch.manual_seed(0)
     model = AUNet(
-        ModelConfig(stages=[StageConfig(32, 1, 2, 1), StageConfig(32, 1, 2)], seq_len=64)
+        ModelConfig(
+            stages=[StageConfig(32, 1, 2, 1), StageConfig(32, 1, 2)],
+            seq_len=64,
+            upsample_init="normal",
+        )
     ).eval()
     pipe = Pipeline.from_specs(["regex-words"])
     texts = [b"the river runs", b"", b"a mountain letter"]

@@ -54,7 +54,8 @@ def tiny(n_stages: int, window: int | None = None, seq_len: int = 512, seed: int
         dict(dim=32 + 16 * s, layers=1, decoder_layers=1, heads=2, window=window)
         for s in range(n_stages)
     ]
-    return AUNet(ModelConfig(stages=stages, seq_len=seq_len)).eval()
+    # random weights with a live trunk path (zero-initialised upsampling would hide it)
+    return AUNet(ModelConfig(stages=stages, seq_len=seq_len, upsample_init="normal")).eval()
 
 
 CASES = [(n, specs, None) for n, all_specs in SPLITTERS.items() for specs in all_specs]

@@ -29,6 +29,7 @@ def make_run(path: Path, seq_len: int = 64, window: int | None = None) -> Path:
     cfg = ModelConfig(
         stages=[dict(dim=32, layers=1, decoder_layers=1, heads=2, window=window)] * 3,
         seq_len=seq_len,
+        upsample_init="normal",  # random weights with a live trunk path
     )
     path.mkdir(parents=True)
     config = {

@@ -61,7 +61,7 @@ def random_config(seed: int, n_stages: int, overflow: bool) -> ModelConfig:
                 mlp_hidden=64,
             )
         )
-    return ModelConfig(stages=stages, seq_len=SEQ)
+    return ModelConfig(stages=stages, seq_len=SEQ, upsample_init="normal")
 
 
 def make_model(cfg: ModelConfig, seed: int = 0) -> AUNet:
@@ -231,6 +231,7 @@ def test_forward_uses_offset_zero_at_pooling_points():
             StageConfig(dim=64, layers=1, heads=2),
         ],
         seq_len=40,
+        upsample_init="normal",
     )
     levels = torch.zeros(1, 40, dtype=torch.long)
     points = [0, 3, 4, 9, 30]  # the last gap (21) wraps around the 16 offsets
@@ -423,3 +424,26 @@ def test_malformed_config_is_a_clear_error(tmp_path, config):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(AunetError, match=r"config\.json"):
         load_model(tmp_path)
+
+
+def test_upsampling_starts_at_zero_by_default():
+    """Default init: the trunk adds nothing until it is trained (the model starts as its
+    byte stage); the other matrices are random; "normal" makes the maps random too."""
+    stages = [StageConfig(dim=32, layers=1, heads=2, decoder_layers=1),
+              StageConfig(dim=64, layers=1, heads=2)]  # fmt: skip
+    torch.manual_seed(0)
+    model = AUNet(ModelConfig(stages=stages, seq_len=SEQ))
+    assert all(float(p.abs().max()) == 0.0 for p in model.ups.parameters())
+    assert float(model.pools[0].proj.weight.std()) > 0.01
+    tokens = torch.randint(0, 256, (1, SEQ), generator=torch.Generator().manual_seed(1))
+    levels = (torch.rand(1, SEQ, generator=torch.Generator().manual_seed(2)) < 0.3).long()
+    before = model(tokens, levels)[0]
+    with torch.no_grad():
+        for p in model.encoders[1].parameters():
+            p.add_(1.0)  # a different trunk changes nothing yet
+    assert torch.equal(before, model(tokens, levels)[0])
+    torch.manual_seed(0)
+    live = AUNet(ModelConfig(stages=stages, seq_len=SEQ, upsample_init="normal"))
+    assert float(live.ups[0].per_offset.weight.std()) > 0.01
+    with pytest.raises(ValueError, match="upsample_init"):
+        AUNet(ModelConfig(stages=stages, seq_len=SEQ, upsample_init="xavier"))
