@@ -74,6 +74,7 @@ def first(workdir):
     return proc
 
 
+@pytest.mark.slow  # real training of two models (~1 min): .ci/run runs it
 def test_compare_trains_every_model_for_the_same_flops(workdir, first):
     report = json.loads((workdir / "out" / "compare.json").read_text())
     models = {m["name"]: m for m in report["models"]}
@@ -95,6 +96,7 @@ def test_compare_trains_every_model_for_the_same_flops(workdir, first):
     assert (workdir / "out" / "tiny-bpe" / "tokenizer.model").is_file()
 
 
+@pytest.mark.slow  # real training of two models (~1 min): .ci/run runs it
 def test_compare_evaluates_the_same_bytes_as_aunet_eval(workdir, first):
     """The table's val bpb is `aunet eval` on the run's own val split."""
     report = json.loads((workdir / "out" / "compare.json").read_text())
@@ -109,6 +111,7 @@ def test_compare_evaluates_the_same_bytes_as_aunet_eval(workdir, first):
         assert abs(json.loads(proc.stdout)["bpb"] - m["val_bpb"]) < 1e-6
 
 
+@pytest.mark.slow  # real training of two models (~1 min): .ci/run runs it
 def test_a_second_compare_reuses_finished_runs(workdir, first):
     weights = {p: p.stat().st_mtime_ns for p in (workdir / "out").glob("*/model.safetensors")}
     ckpts = sorted(str(p) for p in (workdir / "out").glob("*/checkpoints/*.ckpt"))
@@ -121,6 +124,7 @@ def test_a_second_compare_reuses_finished_runs(workdir, first):
     assert {m["status"] for m in report["models"]} == {"reused"}
 
 
+@pytest.mark.slow  # real training of two models (~1 min): .ci/run runs it
 def test_another_budget_in_the_same_directory_is_refused(workdir, first):
     proc = compare(workdir, "cmp.yaml", "--out", "out", "--budget", "6e9", "-q")
     assert proc.returncode == 2
@@ -238,6 +242,7 @@ def test_tokenizer_train_writes_the_model_and_its_record(workdir):
     assert bad.returncode == 2 and "no tokenizer section" in bad.stderr
 
 
+@pytest.mark.slow  # real training of two models (~1 min): .ci/run runs it
 def test_a_different_recipe_in_the_output_directory_is_refused(workdir, first):
     """Never report an old model as this recipe's: a changed recipe needs another --out."""
     changed = (workdir / "au2.yaml").read_text().replace("warmup_steps: 1", "warmup_steps: 2")
@@ -247,6 +252,7 @@ def test_a_different_recipe_in_the_output_directory_is_refused(workdir, first):
     assert "holds a run of a different recipe (optim differ)" in proc.stderr
 
 
+@pytest.mark.slow  # real training of two models (~1 min): .ci/run runs it
 def test_resuming_a_bpe_run_with_another_tokenizer_is_refused(workdir, first):
     proc = subprocess.run(
         [str(AUNET), "train", "bpe.yaml", "--run-dir", "out/tiny-bpe", "-q",
