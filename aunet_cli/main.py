@@ -49,6 +49,15 @@ SplitterOpt = Annotated[
 ]
 
 
+RunDirOpt = Annotated[
+    Path | None, typer.Option(help="Run directory (default: runs/<recipe name>).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe value: key.path=value (repeatable)."),
+]
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"aunet {__version__}")
@@ -243,13 +252,8 @@ def inspect_cmd(
 @app.command("train")
 def train_cmd(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).")],
-    run_dir: Annotated[
-        Path | None, typer.Option(help="Run directory (default: runs/<recipe name>).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a recipe value: key.path=value (repeatable)."),
-    ] = None,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -275,13 +279,8 @@ def train_cmd(
 @tokenizer_app.command("train")
 def tokenizer_train_cmd(
     recipe: Annotated[Path, typer.Argument(help="A BPE recipe (with a tokenizer section).")],
-    run_dir: Annotated[
-        Path | None, typer.Option(help="Run directory (default: runs/<recipe name>).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a recipe value: key.path=value (repeatable)."),
-    ] = None,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", help="Where to write it (default: RUN/tokenizer, used by train)."),
