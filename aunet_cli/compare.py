@@ -21,7 +21,7 @@ from rich.console import Console
 
 from .errors import AunetError
 from .recipe import Recipe, RecipeError, build_config, load_recipe, read_yaml
-from .shards import write_json_atomic
+from .shards import write_json_atomic, write_text_atomic
 
 REPORT_FORMAT = "aunet-compare/1"
 
@@ -238,7 +238,7 @@ def run_compare(
         "models": results,
     }
     write_json_atomic(out / "compare.json", report)
-    _write_atomic(out / "compare.md", render_markdown(report))
+    write_text_atomic(out / "compare.md", render_markdown(report))
     from .plot import plot_runs
 
     plot_runs([run_dir for _, _, run_dir, _ in rows], out / "compare.png")
@@ -320,11 +320,3 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -45,10 +45,7 @@ def build_stream(
     manifest = prep_dir / "manifest.json"
     if not manifest.exists():
         raise AunetError(f"{prep_dir}: no manifest.json (not a finished `aunet prep` directory)")
-    key = hashlib.sha256(manifest.read_bytes())
-    if isinstance(codec, BpeCodec):
-        key.update(codec.sha256.encode())
-    out = cache / f"{split}-{key.hexdigest()[:16]}"
+    out = _stream_dir(prep_dir, split, cache, codec)
     meta_path = out / "meta.json"
     if not meta_path.exists():
         _write_stream(
@@ -67,10 +64,15 @@ def build_stream(
 def stream_meta(prep_dir: Path, split: str, cache: Path, codec: Codec = BYTES) -> dict[str, Any]:
     """meta.json of a built stream: tokens, bytes and text units (not BOS/EOS)."""
     build_stream(prep_dir, split, cache, codec)
+    return json.loads((_stream_dir(prep_dir, split, cache, codec) / "meta.json").read_text())
+
+
+def _stream_dir(prep_dir: Path, split: str, cache: Path, codec: Codec) -> Path:
+    """The cache directory of a split's stream: keyed by the manifest (and tokenizer)."""
     key = hashlib.sha256((prep_dir / "manifest.json").read_bytes())
     if isinstance(codec, BpeCodec):
         key.update(codec.sha256.encode())
-    return json.loads((cache / f"{split}-{key.hexdigest()[:16]}" / "meta.json").read_text())
+    return cache / f"{split}-{key.hexdigest()[:16]}"
 
 
 def _write_stream(split_dir: Path, out: Path, depth: int, codec: Codec) -> None:

@@ -46,6 +46,9 @@ class ByteCodec:
     def encode(self, data: bytes) -> list[int]:
         return list(data)
 
+    def encode_many(self, docs: list[bytes]) -> list[list[int]]:
+        return [list(d) for d in docs]
+
     @cached_property
     def piece_bytes(self) -> list[bytes]:
         return [bytes([i]) for i in range(256)] + [b"", b""]
@@ -251,7 +254,7 @@ def bytes_per_token(codec: Codec, docs: Iterable[bytes]) -> float:
 
     def flush() -> None:
         nonlocal n_bytes, n_units
-        for data, ids in zip(batch, encode_many(codec, batch), strict=True):
+        for data, ids in zip(batch, codec.encode_many(batch), strict=True):
             n_bytes += len(data)
             n_units += len(ids)
         batch.clear()
@@ -262,12 +265,6 @@ def bytes_per_token(codec: Codec, docs: Iterable[bytes]) -> float:
             flush()
     flush()
     return n_bytes / max(n_units, 1)
-
-
-def encode_many(codec: Codec, docs: list[bytes]) -> list[list[int]]:
-    if isinstance(codec, BpeCodec):
-        return codec.encode_many(docs)
-    return [list(d) for d in docs]
 
 
 def read_tokenizer_info(path: Path) -> dict[str, Any]:
