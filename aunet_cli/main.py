@@ -296,7 +296,7 @@ def tokenizer_train_cmd(
     if rec.tokenizer is None:
         raise AunetError(f"{recipe}: no tokenizer section (a byte-level recipe needs none)")
     from .tokenizer import bytes_per_token
-    from .train import prepared_dir, train_tokenizer
+    from .train import prepared_dir, split_texts, train_tokenizer
 
     run = run_dir or Path("runs") / (rec.name or recipe.stem)
     run.mkdir(parents=True, exist_ok=True)
@@ -309,13 +309,7 @@ def tokenizer_train_cmd(
     where = out_dir or run / "tokenizer"
     t0 = time.perf_counter()
     codec = train_tokenizer(rec, prep_dir, where, quiet)
-    import pyarrow.dataset as pads
-
-    files = sorted(str(p) for p in (prep_dir / "val").glob("*.arrow"))
-    docs = [
-        t for b in pads.dataset(files, format="arrow").to_batches(columns=["text"])
-        for t in b.column("text").to_pylist()
-    ] if files else []  # fmt: skip
+    docs = list(split_texts(prep_dir, "val"))
     rate = f"; {bytes_per_token(codec, docs):.3f} bytes per token on the val split" if docs else ""
     err.print(
         f"wrote {where}/tokenizer.model ({codec.vocab_size} pieces) in "

@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -378,20 +379,23 @@ def ensure_tokenizer(recipe: Recipe, run_dir: Path, prep_dir: Path, quiet: bool)
     return codec
 
 
-def train_tokenizer(recipe: Recipe, prep_dir: Path, out: Path, quiet: bool) -> BpeCodec:
-    """Train the recipe's BPE on the documents of the train split of `prep_dir`."""
+def split_texts(prep_dir: Path, split: str) -> Iterator[bytes]:
+    """The documents (bytes) of a prepared split, streamed shard by shard."""
     import pyarrow.dataset as pads
 
+    files = sorted(str(p) for p in (prep_dir / split).glob("*.arrow"))
+    if files:
+        for batch in pads.dataset(files, format="arrow").to_batches(columns=["text"]):
+            yield from batch.column("text").to_pylist()
+
+
+def train_tokenizer(recipe: Recipe, prep_dir: Path, out: Path, quiet: bool) -> BpeCodec:
+    """Train the recipe's BPE on the documents of the train split of `prep_dir`."""
     from .tokenizer import TokenizerSpec, train_bpe
 
     assert recipe.tokenizer is not None
-    files = sorted(str(p) for p in (prep_dir / "train").glob("*.arrow"))
-    if not files:
+    if not any((prep_dir / "train").glob("*.arrow")):
         raise AunetError(f"{prep_dir}: no train shards to train a tokenizer on")
-
-    def docs():
-        for batch in pads.dataset(files, format="arrow").to_batches(columns=["text"]):
-            yield from batch.column("text").to_pylist()
 
     manifest = hashlib.sha256((prep_dir / "manifest.json").read_bytes()).hexdigest()
     if not quiet:
@@ -401,7 +405,12 @@ def train_tokenizer(recipe: Recipe, prep_dir: Path, out: Path, quiet: bool) -> B
             f"training a BPE tokenizer ({recipe.tokenizer.vocab_size} pieces) on {prep_dir}/train"
         )
     spec = TokenizerSpec(recipe.tokenizer.vocab_size, recipe.tokenizer.character_coverage)
-    return train_bpe(docs(), spec, out, {"data_manifest_sha256": manifest, "split": "train"})
+    return train_bpe(
+        split_texts(prep_dir, "train"),
+        spec,
+        out,
+        {"data_manifest_sha256": manifest, "split": "train"},
+    )
 
 
 def _devices_count(devices: int | str, accelerator: str) -> int:
