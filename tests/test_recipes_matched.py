@@ -46,7 +46,7 @@ def test_shakespeare_recipes_have_equal_flops_per_byte_and_budget():
 
 
 ZH = ["zh-aunet1", "zh-aunet2-chars", "zh-aunet2-learned", "zh-aunet2-learned-end",
-      "zh-aunet3-learned"]  # fmt: skip
+      "zh-aunet3-learned", "zh-aunet3-chars-learned", "zh-aunet3-chars-pairs"]  # fmt: skip
 
 
 def test_chinese_recipes_have_equal_flops_per_byte_and_budget():

@@ -18,7 +18,7 @@ CAUSAL = [
     ["regex-words", "regex-4words"],
 ]
 OFFICIAL = [[f"{s}:mode=official" for s in specs] for specs in CAUSAL]
-CAUSAL += [["utf8-chars"], ["utf8-chars", "regex-words"]]
+CAUSAL += [["utf8-chars"], ["utf8-chars", "regex-words"], ["utf8-chars", "utf8-chars:every=2"]]
 
 # Characters that exercise every rule: spaces of all kinds, CR/LF, digits of several
 # scripts, letters, CJK, emoji, punctuation, combining marks, NUL.
@@ -167,3 +167,22 @@ def test_cached_class_table_matches_a_fresh_build():
     from splitters.unicode_classes import _build_table, class_table
 
     assert (class_table() == _build_table()).all()
+
+
+def test_utf8_chars_every_pools_every_nth_character_of_each_document():
+    text = "中文ab汉字".encode()  # ends of the six characters: bytes 2, 5, 6, 7, 10, 13
+    every1 = np.flatnonzero(Pipeline.from_specs(["utf8-chars"]).levels_of(text))
+    assert every1.tolist() == [2, 5, 6, 7, 10, 13]
+    two = Pipeline.from_specs(["utf8-chars", "utf8-chars:every=2"])
+    assert np.flatnonzero(two.levels_of(text) == 2).tolist() == [5, 7, 13]
+    # the count restarts with every document
+    batch = TextBatch.from_docs([text, text])
+    assert np.flatnonzero(two.levels(batch) == 2).tolist() == [5, 7, 13, 19, 21, 27]
+
+
+def test_utf8_chars_records_every_only_when_set():
+    """Data prepared before the option existed recorded no options: it still matches."""
+    assert Pipeline.from_specs(["utf8-chars"]).describe()[0]["options"] == {}
+    assert Pipeline.from_specs(["utf8-chars:every=2"]).describe()[0]["options"] == {"every": 2}
+    with pytest.raises(SplitterError, match="every must be >= 1"):
+        Pipeline.from_specs(["utf8-chars:every=0"])
