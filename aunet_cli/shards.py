@@ -104,7 +104,9 @@ ZSTD_LEVEL = 1  # Arrow's default level for zstd
 def write_atomic(path: Path, table: pa.Table, zstd_level: int = ZSTD_LEVEL) -> dict[str, Any]:
     """Write to a temporary name, fsync, rename: a shard either exists whole or not at all.
 
-    The file is built in memory first, so its sha256 needs no second read."""
+    The file is built in memory first, so its hash needs no second read. Shards are
+    hashed with BLAKE2b-256 (twice as fast as sha256 on CPUs without SHA extensions;
+    the inputs keep sha256, the common currency for naming a source file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", zstd_level))
@@ -112,21 +114,13 @@ def write_atomic(path: Path, table: pa.Table, zstd_level: int = ZSTD_LEVEL) -> d
     with pa.ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table, max_chunksize=1 << 16)
     body = memoryview(sink.getvalue())
-    digest = hashlib.sha256(body).hexdigest()
+    digest = hashlib.blake2b(body, digest_size=32).hexdigest()
     with open(tmp, "wb") as f:
         f.write(body)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return {"size": len(body), "sha256": digest}
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    return {"size": len(body), "blake2b": digest}
 
 
 def write_text_atomic(path: Path, text: str) -> None:
