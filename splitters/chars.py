@@ -16,16 +16,14 @@ import numpy as np
 
 from .base import Option, Splitter, SplitterError, StageStreamer
 from .regex_family import _continuation_range
-from .text import TextBatch
+from .text import TextBatch, every_nth
 
 
 class Utf8Chars(Splitter):
     name = "utf8-chars"
     version = "1.0"
     description = "Every character: pool at the last byte of each UTF-8 character"
-    options = (
-        Option("every", int, 1, "pool every N-th character of a document (1 = every one)"),
-    )
+    options = (Option("every", int, 1, "pool every N-th character of a document (1 = every one)"),)
 
     def __init__(self, **raw_options: Any) -> None:
         super().__init__(**raw_options)
@@ -45,13 +43,7 @@ class Utf8Chars(Splitter):
     def points(self, batch: TextBatch, prev: np.ndarray | None) -> np.ndarray:
         chars = batch.chars
         mask = chars.to_byte_mask(np.arange(len(chars)), batch.n_bytes)
-        every = self.config["every"]
-        if every > 1 and len(mask):  # rank of each character end within its document
-            count = np.cumsum(mask, dtype=np.int64)
-            starts = batch.offsets[:-1]
-            base = np.where(starts > 0, count[np.maximum(starts - 1, 0)], 0)
-            rank = count - np.repeat(base, np.diff(batch.offsets))
-            mask &= rank % every == 0
+        mask = every_nth(mask, batch.offsets, self.config["every"])
         return mask if prev is None else mask & prev
 
     def streamer(self) -> StageStreamer:

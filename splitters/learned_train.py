@@ -58,8 +58,9 @@ def teacher_segmenter(
         jieba.initialize()
         return lambda line: list(jieba.cut(line, HMM=True))
     if teacher == "gold":  # words separated by spaces; the line end is a token of its own
-        return lambda line: [w for w in line.rstrip("\r\n").split(" ") if w] + (
-            [line[len(line.rstrip("\r\n")) :]] if line.endswith("\n") else []
+        return lambda line: (
+            [w for w in line.rstrip("\r\n").split(" ") if w]
+            + ([line[len(line.rstrip("\r\n")) :]] if line.endswith("\n") else [])
         )
     if teacher == "sentencepiece":
         import sentencepiece as spm

@@ -47,7 +47,7 @@ from .learned_model import (
     model_classes,
 )
 from .regex_family import RegexStreamer
-from .text import TextBatch
+from .text import TextBatch, every_nth
 from .unicode_classes import DIGIT, NEWLINE, OTHER
 
 DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "learned-zh" / "learned-zh.json"
@@ -174,12 +174,7 @@ class LearnedZh(Splitter):
         every = self.config["every"]
         if every == 1:
             return words | special
-        words &= ~special
-        count = np.cumsum(words, dtype=np.int64)
-        starts = batch.offsets[:-1]
-        base = np.where(starts > 0, count[np.maximum(starts - 1, 0)], 0) if len(count) else starts
-        rank = count - np.repeat(base, np.diff(batch.offsets))
-        return (words & (rank % every == 0)) | special
+        return every_nth(words & ~special, batch.offsets, every) | special
 
     def word_boundaries(self, batch: TextBatch) -> np.ndarray:
         """For evaluation: bool over chars + 1, True where a word boundary sits before

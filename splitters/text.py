@@ -159,3 +159,15 @@ def _undecided_escapes(cp: np.ndarray, escaped: np.ndarray, first: np.ndarray) -
     prev2[2:] = b[:-2]
     third = is_cont & prev_second & (prev2 >= 0xF0)
     return lead | second | third
+
+
+def every_nth(mask: np.ndarray, offsets: np.ndarray, every: int) -> np.ndarray:
+    """Keep the every-th True of `mask` in each document (counted from its start): how
+    "pairs" and "groups of four" stages thin out the points of a finer one."""
+    if every == 1 or not len(mask):
+        return mask
+    count = np.cumsum(mask, dtype=np.int64)
+    starts = offsets[:-1]
+    base = np.where(starts > 0, count[np.maximum(starts - 1, 0)], 0)
+    rank = count - np.repeat(base, np.diff(offsets))
+    return mask & (rank % every == 0)
