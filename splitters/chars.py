@@ -33,8 +33,8 @@ class Utf8Chars(Splitter):
             )
 
     def describe(self) -> dict[str, Any]:
-        """`every` (added in 0.1) is recorded only when it is not 1, so data prepared and
-        models trained before it still match their recipes."""
+        """`every` is recorded only when it is not 1: data prepared and models trained
+        before the option existed recorded no options, and still match their recipes."""
         d = super().describe()
         if d["options"]["every"] == 1:
             del d["options"]["every"]

@@ -171,10 +171,7 @@ class LearnedZh(Splitter):
     def points(self, batch: TextBatch, prev: np.ndarray | None) -> np.ndarray:
         words, special = self._regex_masks(batch)
         words = words | batch.chars.to_byte_mask(self.learned_chars(batch), batch.n_bytes)
-        every = self.config["every"]
-        if every == 1:
-            return words | special
-        return every_nth(words & ~special, batch.offsets, every) | special
+        return every_nth(words & ~special, batch.offsets, self.config["every"]) | special
 
     def word_boundaries(self, batch: TextBatch) -> np.ndarray:
         """For evaluation: bool over chars + 1, True where a word boundary sits before
