@@ -6,8 +6,7 @@ Chinese one (all of /work/shared/corpora/zh/*.txt, repeated to --zh-mb MB), with
 
 * reference split MB/s -- `bench/reference_split.levels_reference` (the official
   semantics written plainly with the `regex` module, one paragraph at a time) on an
-  evenly spaced sample of the paragraphs (--ref-mb MB); only the splitting is timed
-  (best of --repeat runs, as for the next column);
+  evenly spaced sample of the paragraphs (--ref-mb MB); only the splitting is timed;
 * aunet split MB/s -- `Pipeline.from_specs(specs).levels(TextBatch.from_docs(batch))`
   over all paragraphs in batches of ~4 MB; only batching + splitting is timed;
 * prep 1 worker / N workers MB/s -- input bytes / wall seconds of the whole
@@ -19,14 +18,20 @@ Chinese one (all of /work/shared/corpora/zh/*.txt, repeated to --zh-mb MB), with
 * speedup = N-worker MB/s / 1-worker MB/s; ratio vs reference = prep 1-worker MB/s /
   reference split MB/s;
 * start-up s -- the wall time of the same 1-worker `aunet prep` on a one-paragraph
-  input (best of 3): the fixed cost of every run (interpreter, imports -- this Typer
-  imports pydantic to coerce options --, output claim, manifest), paid once whatever
-  the input size; "excl. start-up" columns divide the corpus by (wall - start-up),
-  the rate a long run approaches. The headline ratio keeps the start-up in;
-* prep 1 worker on 1 core -- the same 1-worker run held to one core (sched_setaffinity):
-  one worker still overlaps splitting with writing on a thread and lets Arrow compress
-  on its thread pool, so on a small machine the plain 1-worker run already uses more
-  than one core; "speedup vs 1 core" = N-worker MB/s / this, the per-core scaling.
+  input: the fixed cost of every run (interpreter, imports, output claim,
+  manifest), paid once whatever the input size; "excl. start-up" columns divide the
+  corpus by (wall - start-up), the rate a long run approaches. The headline ratio
+  keeps the start-up in;
+* prep 1 worker on 1 core -- the same 1-worker run held to one core (sched_setaffinity).
+  One worker is one process, but it reads on one thread and splits, compresses and
+  writes chunks on two more (the C scan, zstd and hashing release the GIL), so the
+  plain 1-worker run uses every core of a small machine; "speedup vs 1 core" =
+  N-worker MB/s / this, the per-core scaling.
+
+This machine's speed varies from second to second (a shared VM: the same pure-Python
+loop takes from 0.15 to 0.33 s), so every column is the best of --repeat rounds, and
+each round times every column once, the reference included: the best-of of each
+column then samples the same stretches of time.
 
 Paragraphs are cut exactly as `aunet prep --doc-per paragraph` cuts them (blank
 lines separate them), so every column processes the same documents (note that
@@ -49,6 +54,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import math
 import os
 import platform
 import re
@@ -61,6 +67,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -200,14 +207,14 @@ def startup_seconds(specs: list[str], work: Path, repeat: int = 3) -> float:
     """Best wall time of a 1-worker prep of one paragraph: the fixed cost of a run."""
     tiny = work / "tiny.txt"
     tiny.write_bytes(WARM_UP)
-    return min(run_prep(tiny, specs, 1, work / "out-tiny")[0] for _ in range(repeat))
+    return min(run_prep(tiny, specs, 1, work / "out-tiny").wall for _ in range(repeat))
 
 
 def run_prep(
     corpus: Path, specs: list[str], workers: int, out: Path, cores: set[int] | None = None
-) -> tuple[float, int, float]:
-    """(wall seconds, peak tree RSS bytes, CPU seconds of the tree) of one `aunet prep` run
-    (on `cores` only, when given: its threads and workers then share them)."""
+) -> Run:
+    """One `aunet prep` run (on `cores` only, when given: its threads and workers then
+    share them)."""
     cmd = [aunet_exe(), "prep", str(corpus)]
     for s in specs:
         cmd += ["-s", s]
@@ -255,7 +262,7 @@ def run_prep(
     if not (out / "manifest.json").exists():
         raise RuntimeError(f"{' '.join(cmd)}: no manifest.json written")
     shutil.rmtree(out)
-    return wall, peak, cpu
+    return Run(wall, peak, cpu)
 
 
 class OtherLoad:
@@ -311,9 +318,43 @@ def scaling_ceiling(n: int, seconds: float = 1.5) -> float:
     return many / one
 
 
-def excl(rate: float, wall: float, startup: float) -> float:
-    """MB/s of a run (`rate` over `wall` s) once the fixed start-up is taken out."""
-    return rate * wall / max(wall - startup, 1e-9)
+@dataclass(frozen=True)
+class Run:
+    """One `aunet prep` process: wall seconds, peak RSS of its tree, CPU seconds."""
+
+    wall: float = math.inf
+    rss: int = 0
+    cpu: float = 0.0
+
+
+def best(a: Run, b: Run) -> Run:
+    return a if a.wall <= b.wall else b
+
+
+@dataclass
+class Row:
+    """One corpus and stage count: every column of the table."""
+
+    corpus: str
+    stages: int
+    size: int  # corpus bytes
+    ref: float = 0.0  # reference split MB/s
+    ours: float = 0.0  # aunet split MB/s
+    one: Run = field(default_factory=Run)  # prep, 1 worker
+    many: Run = field(default_factory=Run)  # prep, N workers
+    core: Run = field(default_factory=Run)  # prep, 1 worker held to one core
+    startup: float = math.inf  # s
+    other: float = 0.0  # busy cores outside the benchmark
+
+    def rate(self, run: Run, startup: float = 0.0) -> float:
+        """MB/s of a run; with `startup`, once that fixed cost is taken out."""
+        return self.size / MB / max(run.wall - startup, 1e-9)
+
+    p1 = property(lambda self: self.rate(self.one))
+    pn = property(lambda self: self.rate(self.many))
+    pc = property(lambda self: self.rate(self.core))
+    p1_excl = property(lambda self: self.rate(self.one, self.startup))
+    pc_excl = property(lambda self: self.rate(self.core, self.startup))
 
 
 # --- report ----------------------------------------------------------------------------
@@ -353,7 +394,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5 MB corpora (sanity run)")
     ap.add_argument("--workers", type=int, help="N of the N-worker runs (default: all cores)")
     ap.add_argument(
-        "--repeat", type=int, default=2, help="splitting-alone timings: best of this many (2)"
+        "--repeat", type=int, default=3, help="every column: best of this many rounds (3)"
     )
     ap.add_argument(
         "--wait-quiet", type=float, default=60,
@@ -418,25 +459,28 @@ def main() -> None:
                 if args.wait_quiet > 0:
                     wait_quiet(args.wait_quiet)
                 load = OtherLoad()
-                ref = max(bench_reference(ref_docs, k) for _ in range(args.repeat))
-                ours = max(bench_aunet(docs, specs) for _ in range(args.repeat))
-                w1, rss1, cpu1 = run_prep(path, specs, 1, work / "out")
-                wn, rssn, cpun = run_prep(path, specs, n_workers, work / "out")
-                wc, _, cpuc = run_prep(path, specs, 1, work / "out", one_core)
-                start = startup_seconds(specs, work)
-                p1, pn, pc = size / MB / w1, size / MB / wn, size / MB / wc
-                other = load.cores()
-                rows.append(
-                    (name, k, ref, ours, p1, pn, pn / p1, p1 / ref, rss1, rssn, pc, pn / pc,
-                     start, w1, wn, wc, cpu1, cpun, cpuc, other)
-                )  # fmt: skip
+                row = Row(name, k, size)
+                # Interleaved: each round times every column once, so the best-of of every
+                # column samples the same stretches of this (shared, variable) machine.
+                for _ in range(args.repeat):
+                    row.ref = max(row.ref, bench_reference(ref_docs, k))
+                    row.ours = max(row.ours, bench_aunet(docs, specs))
+                    row.one = best(row.one, run_prep(path, specs, 1, work / "out"))
+                    row.many = best(row.many, run_prep(path, specs, n_workers, work / "out"))
+                    row.core = best(row.core, run_prep(path, specs, 1, work / "out", one_core))
+                    row.startup = min(row.startup, startup_seconds(specs, work, 2))
+                row.other = load.cores()
+                rows.append(row)
                 if not args.no_check:
                     checks.append((name, k, *official_agreement(ref_docs, k)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         with contextlib.suppress(OSError):  # left there if something else is in it
             work_root.rmdir()
+    report(rows, checks, n_workers, args.repeat)
 
+
+def report(rows: list[Row], checks: list[tuple], n_workers: int, repeat: int) -> None:
     print(
         "| corpus | stages | reference split MB/s | aunet split MB/s | prep 1 worker MB/s "
         f"| prep {n_workers} workers MB/s | speedup | ratio vs reference "
@@ -445,49 +489,49 @@ def main() -> None:
         "| ratio excl. start-up | 1 core excl. start-up MB/s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, k, ref, ours, p1, pn, sp, ratio, rss1, rssn, pc, spc, st, w1, _, wc, *_ in rows:
-        s1, sc = excl(p1, w1, st), excl(pc, wc, st)
+    for r in rows:
         print(
-            f"| {name} | {k} | {ref:.3f} | {ours:.3f} | {p1:.3f} | {pn:.3f} | {sp:.3f}x "
-            f"| {ratio:.2f}x | {rss1 / MB:.1f} | {rssn / MB:.1f} | {pc:.3f} | {spc:.3f}x "
-            f"| {st:.2f} | {s1:.3f} | {s1 / ref:.2f}x | {sc:.3f} |"
+            f"| {r.corpus} | {r.stages} | {r.ref:.3f} | {r.ours:.3f} | {r.p1:.3f} "
+            f"| {r.pn:.3f} | {r.pn / r.p1:.3f}x | {r.p1 / r.ref:.2f}x | {r.one.rss / MB:.1f} "
+            f"| {r.many.rss / MB:.1f} | {r.pc:.3f} | {r.pn / r.pc:.3f}x | {r.startup:.2f} "
+            f"| {r.p1_excl:.3f} | {r.p1_excl / r.ref:.2f}x | {r.pc_excl:.3f} |"
         )
     print()
+    print(f"Every column is the best of {repeat} rounds; each round timed every column once.")
     print("prep wall s / CPU s of the process tree, 1 worker | N workers | 1 worker on 1 core: "
           + "; ".join(
-        f"{name} {k}st {w1:.2f}/{c1:.2f} | {wn:.2f}/{cn:.2f} | {wc:.2f}/{cc:.2f}"
-        for name, k, *_, w1, wn, wc, c1, cn, cc, _ in rows))  # fmt: skip
+        f"{r.corpus} {r.stages}st {r.one.wall:.2f}/{r.one.cpu:.2f} | "
+        f"{r.many.wall:.2f}/{r.many.cpu:.2f} | {r.core.wall:.2f}/{r.core.cpu:.2f}"
+        for r in rows))  # fmt: skip
     print(
         "Environment: PYTHONDONTWRITEBYTECODE="
         f"{os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')} (set: modules not "
         "installed as wheels are compiled again at every start)"
     )
     print("Other processes on the machine during each row (average busy cores; 0 = quiet): "
-          + "; ".join(f"{name} {k}st {o:.2f}" for name, k, *_, o in rows))  # fmt: skip
+          + "; ".join(f"{r.corpus} {r.stages}st {r.other:.2f}" for r in rows))  # fmt: skip
     if checks:
         print("aunet mode=official == reference on the sampled paragraphs: " + "; ".join(
             f"{name} {k}st {same}/{total}" for name, k, same, total in checks))  # fmt: skip
     print()
     print("Targets:")
-    three = [(name, row[4], row[5]) for name, k, *row in rows if k == 3]  # speedup, ratio
-    three_core = {name: (row[8], row[9], row[0]) for name, k, *row in rows if k == 3}
-    for name, _, ratio in three:
+    for r in (r for r in rows if r.stages == 3):
+        ratio = r.p1 / r.ref
         verdict = "MET" if ratio >= 25 else "NOT MET"
-        print(f"- {name}, 3 stages, 1 worker: {ratio:.2f}x the reference split "
+        print(f"- {r.corpus}, 3 stages, 1 worker: {ratio:.2f}x the reference split "
               f"(>= 25x: {verdict})")  # fmt: skip
-    for name, k, ref, _ours, p1, *_, st, w1, _wn, _wc, _c1, _cn, _cc, _o in rows:
-        if k == 3:
-            s1 = excl(p1, w1, st)
-            print(f"- {name}, 3 stages, 1 worker, excluding the {st:.2f} s start-up: "
-                  f"{s1 / ref:.2f}x the reference split (the rate of a long run)")  # fmt: skip
-    for name, sp, _ in three:
-        pc, spc, _ = three_core[name]
-        print(f"- {name}, 3 stages: {n_workers} workers = {sp:.3f}x one worker "
+    for r in (r for r in rows if r.stages == 3):
+        print(f"- {r.corpus}, 3 stages, 1 worker, excluding the {r.startup:.2f} s start-up: "
+              f"{r.p1_excl / r.ref:.2f}x the reference split (the rate of a long run)")  # fmt: skip
+    for r in (r for r in rows if r.stages == 3):
+        sp, spc = r.pn / r.p1, r.pn / r.pc
+        print(f"- {r.corpus}, 3 stages: {n_workers} workers = {sp:.3f}x one worker "
               f"(near-linear: ~{n_workers}x; efficiency {sp / n_workers:.0%}); "
-              f"= {spc:.3f}x one worker held to one core ({pc:.2f} MB/s; efficiency "
+              f"= {spc:.3f}x one worker held to one core ({r.pc:.2f} MB/s; efficiency "
               f"{spc / n_workers:.0%})")  # fmt: skip
-    for name, (pc, _, ref) in three_core.items():
-        print(f"- {name}, 3 stages, 1 worker on 1 core: {pc / ref:.2f}x the reference split")
+    for r in (r for r in rows if r.stages == 3):
+        ratio = r.pc / r.ref
+        print(f"- {r.corpus}, 3 stages, 1 worker on 1 core: {ratio:.2f}x the reference split")
 
 
 if __name__ == "__main__":
