@@ -209,21 +209,30 @@ class Progress:
     def stop(self) -> None: ...
 
 
-def keep_freed_memory() -> None:
-    """Serve buffers of up to 32 MiB from glibc's heap and keep freed memory for reuse.
+def keep_freed_memory() -> Callable[[], None]:
+    """Serve buffers of up to 32 MiB from glibc's heap and keep freed memory for reuse,
+    until the returned function puts glibc's defaults back.
 
     Every chunk allocates and frees tens of MB (text copies, scan flags, point lists,
     compressed shards). By default glibc maps each such buffer fresh from the kernel,
     which zeroes it page by page and unmaps it on free: a third of a 50 MB prep's
-    system time (bench/prep.py). Peak memory is unchanged; memory freed is kept until
-    the process ends. No-op where the C library has no mallopt (not glibc)."""
+    system time (bench/prep.py). Peak memory is unchanged. No-op where the C library
+    has no mallopt (not glibc)."""
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
-        return
+        return lambda: None
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
     mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
     mallopt(m_trim_threshold, 1 << 30)
+
+    def restore() -> None:  # prep may run inside `aunet train`: give the memory back
+        mallopt(m_mmap_threshold, 128 << 10)  # glibc's defaults
+        mallopt(m_trim_threshold, 128 << 10)
+        malloc_trim(0)
+
+    return restore
 
 
 def prep(
@@ -242,7 +251,6 @@ def prep(
     if manifest_path.exists() and _up_to_date(out, inputs):
         return json.loads(manifest_path.read_text()) | {"up_to_date": True}
 
-    keep_freed_memory()  # before the workers fork: they inherit it
     _init_worker(opts.splitters)
     pool: Executor
     if opts.workers > 1:
@@ -271,6 +279,7 @@ def prep(
     by_input = len(inputs) >= opts.num_shards
     known = all(i.path is not None or i.builtin for i in inputs)
     progress.start(sum(i.size for i in inputs) if known else None)
+    restore_malloc = keep_freed_memory()  # before the first submit forks workers
     try:
         for ii, inp in enumerate(inputs):
             if by_input and ii % opts.num_shards != opts.shard_index:
@@ -286,6 +295,7 @@ def prep(
     finally:
         progress.stop()
         pool.shutdown(cancel_futures=True)
+        restore_malloc()
     return _finish(out, inputs, fp, pipeline)
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import io
 import random
 from collections import Counter
@@ -18,6 +19,7 @@ import pytest
 
 import aunet_cli.readers as readers
 from aunet_cli import shards
+from aunet_cli.prep import keep_freed_memory
 from aunet_cli.readers import DocBatch, DocBlock, ReadOptions
 from splitters import Pipeline, TextBatch
 from splitters.regex_family import flag_levels, flag_point_lists
@@ -123,3 +125,38 @@ def test_id_column_equals_python():
         assert shards.id_column("ü#", keys).to_pylist() == [f"ü#{k}" for k in keys.tolist()]
     finally:
         shards._c_ids = c_ids
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [  # glibc's struct mallinfo2 (malloc.h), all size_t
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def _mapped_bytes() -> int:
+    """Bytes glibc holds in mmapped chunks (outside its heap)."""
+    info = ctypes.CDLL(None).mallinfo2
+    info.restype = _MallInfo2
+    return info().hblkhd
+
+
+def test_keep_freed_memory_serves_big_buffers_from_the_heap_until_restored():
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc >= 2.33: keep_freed_memory is a no-op there")
+    size = 8 << 20
+    restore = keep_freed_memory()
+    try:
+        before = _mapped_bytes()
+        buf = bytearray(size)  # would be its own mmap under glibc's defaults
+        assert _mapped_bytes() - before < size
+        del buf
+    finally:
+        restore()
+    before = _mapped_bytes()
+    buf = bytearray(size)
+    assert _mapped_bytes() - before >= size  # defaults back, kept memory returned: mmapped
+    del buf
