@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from splitters import SplitterError
 
 from . import __version__
+from .consoles import err, escape, out
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AunetError
 from .splitter_cmd import app as splitter_app
 
@@ -35,8 +33,7 @@ tokenizer_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(tokenizer_app, name="tokenizer")
-out = Console()
-err = Console(stderr=True)
+
 
 SplitterOpt = Annotated[
     list[str],
@@ -60,7 +57,7 @@ SetOpt = Annotated[
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"aunet {__version__}")
+        out().print(f"aunet {__version__}")
         raise typer.Exit()
 
 
@@ -108,6 +105,8 @@ def splitters_cmd(
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title="Splitters (entry-point group aunet.splitters)")
     for col in ("name", "version", "causal", "options (default)", "description"):
         table.add_column(col)
@@ -118,7 +117,7 @@ def splitters_cmd(
         )
         causal = {True: "yes", False: "no", None: "?"}[r["causal"]]
         table.add_row(r["name"], r["version"], causal, opts, escape(r["description"]))
-    out.print(table)
+    out().print(table)
 
 
 @app.command("split")
@@ -148,7 +147,7 @@ def split_cmd(
             if files:
                 raise AunetError("--format human takes --text TEXT (files are for --format jsonl)")
             text = sys.stdin.read()
-        render(out, specs, text.encode("utf-8", "surrogateescape"))
+        render(out(), specs, text.encode("utf-8", "surrogateescape"))
     else:
         raise AunetError(f"--format must be human or jsonl, got {fmt!r}")
 
@@ -197,9 +196,7 @@ def prep_cmd(
 ) -> None:
     """Split raw text into Arrow shards with pooling points (resumable, parallel)."""
     from .prep import PrepOptions, default_workers, prep
-    from .progress import RichProgress
     from .readers import ReadOptions, discover
-    from .summary import print_prep_summary
 
     if doc_per not in ("file", "paragraph", "line"):
         raise AunetError(f"--doc-per must be file, paragraph or line, got {doc_per!r}")
@@ -226,15 +223,19 @@ def prep_cmd(
     )
     files = discover(inputs, include or [], exclude or [], input_format)
     t0 = time.perf_counter()
-    manifest = prep(files, out_dir, opts, None if quiet else RichProgress(err), overwrite)
-    if quiet:
+    if quiet:  # no rich at all: a scripted prep skips its import
+        prep(files, out_dir, opts, None, overwrite)
         return
+    from .progress import RichProgress
+    from .summary import print_prep_summary
+
+    manifest = prep(files, out_dir, opts, RichProgress(err()), overwrite)
     if manifest.get("up_to_date"):
-        err.print(f"{out_dir}: already complete for these inputs; nothing to do.")
+        err().print(f"{out_dir}: already complete for these inputs; nothing to do.")
     elif not manifest.get("complete", True):
-        err.print(f"{out_dir}: this job's part is done; manifest.json appears when all are.")
+        err().print(f"{out_dir}: this job's part is done; manifest.json appears when all are.")
     else:
-        print_prep_summary(out, manifest, time.perf_counter() - t0)
+        print_prep_summary(out(), manifest, time.perf_counter() - t0)
 
 
 @app.command("inspect")
@@ -246,7 +247,7 @@ def inspect_cmd(
     """Summarise prepared shards: counts, unit lengths per stage, example documents."""
     from .inspect_view import inspect
 
-    inspect(out, directory, docs, split)
+    inspect(out(), directory, docs, split)
 
 
 @app.command("train")
@@ -267,7 +268,7 @@ def train_cmd(
     result = run_training(rec, run, fresh=fresh, quiet=quiet)
     if not quiet:
         val = result.get("val_bpb")
-        err.print(
+        err().print(
             f"done: {result['steps']} steps"
             + (f", val_bpb {val:.4f}" if val is not None else "")
             + f"; model in {run}/model.safetensors"
@@ -311,7 +312,7 @@ def tokenizer_train_cmd(
     codec = train_tokenizer(rec, prep_dir, where, quiet)
     docs = list(split_texts(prep_dir, "val"))
     rate = f"; {bytes_per_token(codec, docs):.3f} bytes per token on the val split" if docs else ""
-    err.print(
+    err().print(
         f"wrote {where}/tokenizer.model ({codec.vocab_size} pieces) in "
         f"{time.perf_counter() - t0:.1f} s{rate}"
     )
@@ -328,7 +329,7 @@ def plot_cmd(
     from .plot import plot_runs
 
     path = plot_runs(runs, out_png)
-    err.print(f"wrote {path}")
+    err().print(f"wrote {path}")
 
 
 @app.command("generate")
@@ -382,7 +383,7 @@ def generate_cmd(
         stop=tuple(s.encode("utf-8", "surrogateescape") for s in stop or []),
         ignore_eos=ignore_eos,
     )
-    run_generate(err, run, model, texts, opts, num_samples, fmt, raw, not no_cache, device)
+    run_generate(err(), run, model, texts, opts, num_samples, fmt, raw, not no_cache, device)
 
 
 @app.command("eval")
@@ -420,7 +421,7 @@ def eval_cmd(
     from .generate_cli import run_eval
 
     run_eval(
-        out, err, run, data, split, doc_per, stride, batch_size, fmt, device, quiet, task,
+        out(), err(), run, data, split, doc_per, stride, batch_size, fmt, device, quiet, task,
         probes, seed,
     )  # fmt: skip
 
@@ -473,18 +474,18 @@ def compare_cmd(
     out_path = out_dir or Path("runs") / "compare" / (name or "compare")
     from .generate_cli import resolve_device
 
-    report = run_compare(paths, flops, out_path, ev, name, quiet, err, resolve_device(device))
+    report = run_compare(paths, flops, out_path, ev, name, quiet, err(), resolve_device(device))
     from .compare import render_markdown
 
-    out.print(render_markdown(report).split("\n\n- val bpb")[0], markup=False)
-    err.print(f"wrote {out_path}/compare.md, compare.json, compare.png")
+    out().print(render_markdown(report).split("\n\n- val bpb")[0], markup=False)
+    err().print(f"wrote {out_path}/compare.md, compare.json, compare.png")
 
 
 def _print_sample(run: Path, prompt: str, max_bytes: int, temperature: float) -> None:
     from .generate import sample_text
 
     text = sample_text(run, prompt, max_bytes, temperature)
-    out.print(f"[bold]sample[/bold] ({prompt!r} ->)\n{escape(text)}")
+    out().print(f"[bold]sample[/bold] ({prompt!r} ->)\n{escape(text)}")
 
 
 _UNITS = {
@@ -518,18 +519,18 @@ def run() -> None:
     try:
         app()
     except (AunetError, SplitterError) as exc:
-        err.print(
+        err().print(
             f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
-        err.print("interrupted; rerun the same command to resume.")
+        err().print("interrupted; rerun the same command to resume.")
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.exit(0)
     except Exception:
-        err.print_exception()
-        err.print("[bold red]internal error[/bold red]: please report this with the traceback.")
+        err().print_exception()
+        err().print("[bold red]internal error[/bold red]: please report this with the traceback.")
         sys.exit(EXIT_INTERNAL)
 
 

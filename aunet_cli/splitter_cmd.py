@@ -6,29 +6,37 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from splitters import SplitterError, parse_spec
 
 from . import __version__
+from .consoles import err, out
 from .errors import AunetError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 app = typer.Typer(
     help="Train and evaluate learned splitters (learned-zh).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
 
 
 def _bar(console: Console, quiet: bool) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -107,7 +115,7 @@ def train_cmd(
                 lt.dictionary_lines(dictionary_chars, dictionary_alpha, seed),
             )
         ]
-    with _bar(err, quiet) as bar:
+    with _bar(err(), quiet) as bar:
         n_lines = len(all_lines) + sum(len(lines) for _, lines in synthetic)
         task = bar.add_task(f"teacher {teacher}", total=n_lines)
         docs = lt.segment_docs(files, seg, lambda n: bar.advance(task, n))
@@ -121,7 +129,7 @@ def train_cmd(
     for head in heads:
         x, y = train_docs.examples(head, bits)
         xv, yv = val_docs.examples(head, bits)
-        with _bar(err, quiet) as bar:
+        with _bar(err(), quiet) as bar:
             task = bar.add_task(f"train {head}", total=None)
 
             def on_step(done: int, total: int, task=task, bar=bar) -> None:
@@ -174,11 +182,11 @@ def train_cmd(
         meta["metrics"]["gold"] = {"file": gold.name, **results}
         json_path = save_artifact(out_path, weights, bias, meta)
         for head, r in results.items():
-            out.print(
+            out().print(
                 f"{head}: gold boundary F1 {r['f1']:.4f} (P {r['precision']:.4f} "
                 f"R {r['recall']:.4f}), word F1 {r['word_f1']:.4f}"
             )
-    out.print(f"wrote {json_path} ({time.time() - started:.0f} s)")
+    out().print(f"wrote {json_path} ({time.time() - started:.0f} s)")
 
 
 def _teacher_record(teacher: str, spm_vocab: int) -> dict[str, Any]:
@@ -257,6 +265,8 @@ def eval_cmd(
         objs = [{"splitter": r["splitter"], **{k: r[k] for k in keys}} for r in rows]
         typer.echo(json.dumps(objs[0] if len(objs) == 1 else objs, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"Segmentation against {gold.name}")
     table.add_column("splitter", no_wrap=True)
     for k in ("boundary P", "boundary R", "boundary F1", "word F1", "MB/s"):
@@ -267,4 +277,4 @@ def eval_cmd(
             *(f"{r[k]:.4f}" for k in keys[:4]),
             f"{r['mb_per_s']:.2f}",
         )
-    out.print(table)
+    out().print(table)
