@@ -17,7 +17,7 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .shards import (
     write_atomic,
     write_json_atomic,
 )
+from .slots import Slots
 
 PREP_FORMAT = "aunet-prep/1"
 SPLITS = ("train", "val")
@@ -73,6 +74,7 @@ class Chunk:
     skipped: dict[str, int]
     input_size: int
     input_mtime_ns: int
+    slot: int | None = None  # set when the parts' text travels in shared memory (slots.py)
 
     @property
     def key(self) -> str:
@@ -111,6 +113,7 @@ def val_mask(input_name: str, keys: list[int], fraction: float) -> np.ndarray:
 # --- work on one chunk (runs in a worker process) -------------------------------------
 
 _pipeline: Pipeline | None = None
+_slots: Slots | None = None  # made before the worker processes fork, so they share it
 
 
 def _init_worker(specs: tuple[str, ...], threads: bool = True) -> None:
@@ -123,7 +126,29 @@ def _init_worker(specs: tuple[str, ...], threads: bool = True) -> None:
 
 def process_chunk(chunk: Chunk, out: Path) -> dict[str, Any]:
     """Split a chunk's documents, write its shards atomically, then its state file."""
+    if chunk.slot is not None:
+        chunk = _unship(chunk)
     return write_chunk(out, *split_chunk(chunk))
+
+
+def _ship(chunk: Chunk, slots: Slots) -> Chunk:
+    """The chunk with its text moved into a shared slot (unchanged when none fits)."""
+    slot = slots.put([batch.data for _, batch in chunk.parts.values()])
+    if slot is None:
+        return chunk
+    parts = {s: (keys, TextBatch(b"", batch.offsets)) for s, (keys, batch) in chunk.parts.items()}
+    return replace(chunk, parts=parts, slot=slot)
+
+
+def _unship(chunk: Chunk) -> Chunk:
+    assert _slots is not None and chunk.slot is not None
+    lengths = [int(batch.offsets[-1]) for _, batch in chunk.parts.values()]
+    blobs = _slots.get(chunk.slot, lengths)
+    parts = {
+        s: (keys, TextBatch(blob, batch.offsets))
+        for (s, (keys, batch)), blob in zip(chunk.parts.items(), blobs, strict=True)
+    }
+    return replace(chunk, parts=parts, slot=None)
 
 
 def split_chunk(chunk: Chunk) -> tuple[str, dict[str, Any], list[tuple[str, pa.Table]]]:
@@ -251,12 +276,18 @@ def prep(
     if manifest_path.exists() and _up_to_date(out, inputs):
         return json.loads(manifest_path.read_text()) | {"up_to_date": True}
 
+    global _slots
     _init_worker(opts.splitters)
     pool: Executor
+    slots: Slots | None = None
+    limit = 2 * opts.workers if opts.workers > 1 else CHUNK_THREADS + 1  # chunks in flight
     if opts.workers > 1:
         from concurrent.futures import ProcessPoolExecutor  # not imported for one worker
         from multiprocessing import get_context
 
+        # one slot per chunk in flight; a chunk ends with the document that reaches
+        # shard_bytes, so a larger one (a huge last document) goes pickled
+        slots = _slots = Slots(limit, opts.shard_bytes + max(opts.shard_bytes // 4, 1 << 20))
         pool = ProcessPoolExecutor(
             opts.workers,
             mp_context=get_context("fork"),
@@ -265,16 +296,23 @@ def prep(
         )
     else:
         pool = ThreadPoolExecutor(CHUNK_THREADS, thread_name_prefix="aunet-chunk")
-    limit = 2 * opts.workers if opts.workers > 1 else CHUNK_THREADS + 1  # chunks in flight
-    in_flight: deque[Future] = deque()
+    in_flight: deque[tuple[Future, int | None]] = deque()
+
+    def collect() -> None:
+        future, slot = in_flight.popleft()
+        future.result()
+        if slots is not None and slot is not None:
+            slots.release(slot)
 
     def submit(chunk: Chunk) -> None:
         if _state_path(out, chunk.key).exists():
             _check_resumable(out, chunk)
             return
-        in_flight.append(pool.submit(process_chunk, chunk, out))
+        if slots is not None:
+            chunk = _ship(chunk, slots)
+        in_flight.append((pool.submit(process_chunk, chunk, out), chunk.slot))
         while len(in_flight) >= limit:
-            in_flight.popleft().result()
+            collect()
 
     by_input = len(inputs) >= opts.num_shards
     known = all(i.path is not None or i.builtin for i in inputs)
@@ -291,11 +329,14 @@ def prep(
             )
             _read_input(ii, inp, opts, out, submit, owns, progress)
         while in_flight:
-            in_flight.popleft().result()
+            collect()
     finally:
         progress.stop()
         pool.shutdown(cancel_futures=True)
         restore_malloc()
+        if slots is not None:
+            slots.close()
+            _slots = None
     return _finish(out, inputs, fp, pipeline)
 
 
