@@ -81,7 +81,7 @@ from reference_split import levels_reference  # noqa: E402
 from splitters import Pipeline, TextBatch  # noqa: E402
 
 MB = 1_000_000
-CORPORA = Path("/work/shared/corpora")
+CORPORA = Path("/work/shared/corpora")  # --corpora
 STAGES = ("regex-words", "regex-word-pairs", "regex-4words")
 # The same paragraph break as aunet_cli/readers.py (--doc-per paragraph).
 PARAGRAPH_BREAK = re.compile(rb"\r?\n(?:[ \t\f\v\r]*\n)+")
@@ -191,16 +191,33 @@ def aunet_exe() -> str:
     return str(exe) if exe.exists() else (shutil.which("aunet") or "aunet")
 
 
+def shared_rss(pid: int) -> int:
+    """Resident shared-memory bytes of a process (RssShmem; 0 where not reported)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def tree_rss(proc: psutil.Process) -> int:
-    total = 0
+    """RSS of a process tree, counting shared memory once: the N-worker prep hands
+    chunks to its workers in shared buffers that the parent and each worker map, and
+    a plain sum would count those pages once per process (the largest process's
+    share stands for all: the parent touches every buffer)."""
+    total = shared = 0
     try:
         procs = [proc, *proc.children(recursive=True)]
     except psutil.Error:
         return 0
     for p in procs:
         with contextlib.suppress(psutil.Error):  # a worker may exit meanwhile
-            total += p.memory_info().rss
-    return total
+            own = shared_rss(p.pid)
+            total += p.memory_info().rss - own
+            shared = max(shared, own)
+    return total + shared
 
 
 def startup_seconds(specs: list[str], work: Path, repeat: int = 3) -> float:
@@ -401,6 +418,9 @@ def main() -> None:
         help="before each row, wait up to this many s for other processes to go idle (60)",
     )  # fmt: skip
     ap.add_argument("--no-check", action="store_true", help="skip the mode=official check")
+    ap.add_argument(
+        "--corpora", type=Path, default=CORPORA, help=f"folder with en/ and zh/ ({CORPORA})"
+    )
     args = ap.parse_args()
     if args.quick:
         args.mb = args.zh_mb = 5
@@ -433,8 +453,8 @@ def main() -> None:
     checks = []
     try:
         corpora = [
-            ("en pydocs", [CORPORA / "en" / "pydocs.txt"], args.mb),
-            ("zh", sorted((CORPORA / "zh").glob("*.txt")), args.zh_mb),
+            ("en pydocs", [args.corpora / "en" / "pydocs.txt"], args.mb),
+            ("zh", sorted((args.corpora / "zh").glob("*.txt")), args.zh_mb),
         ]
         built = []
         for name, sources, mb in corpora:

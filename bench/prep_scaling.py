@@ -1,0 +1,138 @@
+"""Benchmark: how `aunet prep --workers N` scales with N, on a machine with many cores.
+
+bench/prep.py answers "how fast is prep against the reference splitting" on a small
+machine; this answers "what do more workers buy". For N in --workers (default: 1, 2,
+4, ... up to the usable cores), it runs the whole three-stage prep process
+
+    aunet prep CORPUS -s regex-words -s regex-word-pairs -s regex-4words --out DIR
+        --quiet --doc-per paragraph --val-fraction 0.01 --shard-size 8MB --workers N
+
+on the English corpus (Python docs repeated to --mb MB; bench/prep.py's corpus
+builder) and prints, per N: wall and CPU seconds, cores kept busy (CPU / wall),
+MB/s, the speedup over N = 1, and the same rate and speedup with the start-up (a
+one-paragraph prep, the fixed cost of every run) taken out.
+
+One worker is one process that reads on its main thread and splits, compresses and
+writes on two more threads, so N = 1 already keeps about two cores busy. Two
+baselines therefore show the per-core scaling: "1 worker on 1 core" (the same run
+held to one core with sched_setaffinity), and the speedup column "vs 1 core", which
+is MB/s excl. start-up / that baseline's MB/s excl. start-up. Near-linear scaling
+means "vs 1 core" close to N until the reading process (reading, cutting documents,
+sha256 of the input, handing chunks over) is the limit.
+
+Every cell is the best of --repeat interleaved rounds (each round runs every N once).
+
+    .venv/bin/python bench/prep_scaling.py                     # 200 MB, N = 1, 2, 4, ...
+    .venv/bin/python bench/prep_scaling.py --mb 400 --workers 1,2,4,8,16
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH.parent), str(BENCH)]
+
+from prep import (  # noqa: E402  (bench/prep.py)
+    CORPORA,
+    MB,
+    STAGES,
+    Run,
+    best,
+    build_corpus,
+    cpu_model,
+    git_head,
+    run_prep,
+    scaling_ceiling,
+    startup_seconds,
+)
+
+
+def usable_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+
+
+def default_workers(cores: int) -> list[int]:
+    ns, n = [], 1
+    while n < cores:
+        ns.append(n)
+        n *= 2
+    return [*ns, cores]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mb", type=float, default=200, help="corpus size, MB (default 200)")
+    ap.add_argument("--workers", help="comma-separated N (default: 1, 2, 4, ... all cores)")
+    ap.add_argument("--repeat", type=int, default=2, help="best of this many rounds (2)")
+    ap.add_argument("--corpora", type=Path, default=CORPORA, help=f"folder with en/ ({CORPORA})")
+    args = ap.parse_args()
+    cores = usable_cores()
+    ns = [int(n) for n in args.workers.split(",")] if args.workers else default_workers(len(cores))
+    specs = list(STAGES)
+
+    print("# aunet prep scaling with --workers")
+    print()
+    print(f"- CPU: {cpu_model()}; usable cores = {len(cores)}; "
+          f"memory = {psutil.virtual_memory().total / 2**30:.1f} GiB")  # fmt: skip
+    print(f"- Python {platform.python_version()}; aunet commit {git_head()}")
+    backend = importlib.import_module("splitters.regex_family").BACKEND["name"]
+    print(f"- regex splitter backend: {backend} (c = the compiled scan in splitters/_fast.c)")
+    ceiling = scaling_ceiling(max(ns))
+    print(f"- machine ceiling: {max(ns)} processes of a pure-Python loop do {ceiling:.2f}x "
+          "the work of one")  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="prep-scaling-"))
+    try:
+        corpus, _ = build_corpus([args.corpora / "en" / "pydocs.txt"], int(args.mb * MB),
+                                 work / "en.txt")  # fmt: skip
+        size = corpus.stat().st_size
+        print(f"- corpus: en pydocs repeated to {size / MB:.1f} MB; 3 stages ({', '.join(specs)})")
+        print()
+        sys.stdout.flush()
+        runs: dict[int, Run] = {n: Run() for n in ns}
+        core = Run()
+        startup = math.inf
+        for r in range(args.repeat):
+            print(f"  round {r + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
+            startup = min(startup, startup_seconds(specs, work, 2))
+            core = best(core, run_prep(corpus, specs, 1, work / "out", {cores[0]}))
+            for n in ns:
+                runs[n] = best(runs[n], run_prep(corpus, specs, n, work / "out"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def rate(run: Run, excl: bool = False) -> float:
+        return size / MB / max(run.wall - (startup if excl else 0.0), 1e-9)
+
+    print(f"start-up (one-paragraph prep): {startup:.2f} s")
+    print()
+    print("| workers | wall s | CPU s | cores busy | MB/s | speedup | MB/s excl. start-up "
+          "| speedup excl. | vs 1 core | peak RSS MB |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base, base_x, core_x = rate(runs[ns[0]]), rate(runs[ns[0]], True), rate(core, True)
+    print(f"| 1 on 1 core | {core.wall:.2f} | {core.cpu:.2f} | {core.cpu / core.wall:.2f} | "
+          f"{rate(core):.1f} | | {core_x:.1f} | | 1.00x | {core.rss / 2**20:.0f} |")  # fmt: skip
+    for n in ns:
+        run = runs[n]
+        print(f"| {n} | {run.wall:.2f} | {run.cpu:.2f} | {run.cpu / run.wall:.2f} | "
+              f"{rate(run):.1f} | {rate(run) / base:.2f}x | {rate(run, True):.1f} | "
+              f"{rate(run, True) / base_x:.2f}x | {rate(run, True) / core_x:.2f}x | "
+              f"{run.rss / 2**20:.0f} |")  # fmt: skip
+    print()
+    print(f"speedup = MB/s / MB/s of {ns[0]} worker(s); vs 1 core = MB/s excl. start-up / the "
+          "same for 1 worker held to one core. Best of "
+          f"{args.repeat} interleaved rounds; MB = 10^6 bytes.")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
