@@ -182,7 +182,12 @@ def prep_cmd(
         str, typer.Option(help="Cut --doc-per file documents above this size at a line end.")
     ] = "64MB",
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes (default: all cores).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Workers that split, compress and write chunks: threads for the regex "
+            "stages, processes for other splitters (default: all cores).",
+        ),
     ] = None,
     num_shards: Annotated[
         int, typer.Option(min=1, help="Split the job across K machines (job arrays).")

@@ -43,12 +43,6 @@ from .slots import Slots
 PREP_FORMAT = "aunet-prep/1"
 SPLITS = ("train", "val")
 LEVEL_BATCH_BYTES = 4 << 20  # bounds the splitter's working memory
-# One worker (one process) reads on its main thread and splits, compresses and writes
-# chunks on CHUNK_THREADS threads: the C scan, zstd and the hashes release the GIL, and
-# compression is the slowest step (zstd over the text and its point lists, about three
-# times the text's bytes), so a single thread behind the reader left cores idle
-# (bench/prep.py). Chunks in flight: CHUNK_THREADS + 1.
-CHUNK_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -191,6 +185,13 @@ def write_chunk(
     return state
 
 
+def releases_gil(pipe: Pipeline) -> bool:
+    """Whether a chunk's work runs almost all outside the GIL, so threads scale: the
+    stages are the C regex scan (zstd and the hashes always release it). Other
+    splitters (plugins in Python, the learned one) get worker processes instead."""
+    return flag_levels(pipe.stages) is not None
+
+
 def _point_lists(pipe: Pipeline, batch: TextBatch) -> list:
     """Arrow list buffers of every stage's points (see shards.point_lists)."""
     fused = flag_levels(pipe.stages)
@@ -280,11 +281,16 @@ def prep(
     _init_worker(opts.splitters)
     pool: Executor
     slots: Slots | None = None
-    limit = 2 * opts.workers if opts.workers > 1 else CHUNK_THREADS + 1  # chunks in flight
-    if opts.workers > 1:
-        from concurrent.futures import ProcessPoolExecutor  # not imported for one worker
+    if opts.workers == 1 or releases_gil(pipeline):
+        # Workers are threads of this process: the C scan, zstd and the hashes release
+        # the GIL, and nothing is copied between processes (bench/prep_scaling.py).
+        pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="aunet-chunk")
+        limit = opts.workers + 1  # chunks in flight: one waits for each free thread
+    else:
+        from concurrent.futures import ProcessPoolExecutor  # only for GIL-bound splitters
         from multiprocessing import get_context
 
+        limit = 2 * opts.workers
         # one slot per chunk in flight; a chunk ends with the document that reaches
         # shard_bytes, so a larger one (a huge last document) goes pickled
         slots = _slots = Slots(limit, opts.shard_bytes + max(opts.shard_bytes // 4, 1 << 20))
@@ -294,8 +300,6 @@ def prep(
             initializer=_init_worker,
             initargs=(opts.splitters, False),
         )
-    else:
-        pool = ThreadPoolExecutor(CHUNK_THREADS, thread_name_prefix="aunet-chunk")
     in_flight: deque[tuple[Future, int | None]] = deque()
 
     def collect() -> None:

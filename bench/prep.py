@@ -23,10 +23,11 @@ Chinese one (all of /work/shared/corpora/zh/*.txt, repeated to --zh-mb MB), with
   corpus by (wall - start-up), the rate a long run approaches. The headline ratio
   keeps the start-up in;
 * prep 1 worker on 1 core -- the same 1-worker run held to one core (sched_setaffinity).
-  One worker is one process, but it reads on one thread and splits, compresses and
-  writes chunks on two more (the C scan, zstd and hashing release the GIL), so the
-  plain 1-worker run uses every core of a small machine; "speedup vs 1 core" =
-  N-worker MB/s / this, the per-core scaling.
+  A worker is a thread that splits, compresses and writes a chunk (a process, for
+  splitters that hold the GIL); reading and the input's sha256 run on threads of
+  their own, and Arrow compresses a shard's columns on its pool, so even one worker
+  keeps more than one core busy; "speedup vs 1 core" = N-worker MB/s / this, the
+  per-core scaling. bench/prep_scaling.py measures N = 1, 2, 4, ... on bigger machines.
 
 This machine's speed varies from second to second (a shared VM: the same pure-Python
 loop takes from 0.15 to 0.33 s), so every column is the best of --repeat rounds, and

@@ -12,13 +12,14 @@ builder) and prints, per N: wall and CPU seconds, cores kept busy (CPU / wall),
 MB/s, the speedup over N = 1, and the same rate and speedup with the start-up (a
 one-paragraph prep, the fixed cost of every run) taken out.
 
-One worker is one process that reads on its main thread and splits, compresses and
-writes on two more threads, so N = 1 already keeps about two cores busy. Two
-baselines therefore show the per-core scaling: "1 worker on 1 core" (the same run
-held to one core with sched_setaffinity), and the speedup column "vs 1 core", which
-is MB/s excl. start-up / that baseline's MB/s excl. start-up. Near-linear scaling
-means "vs 1 core" close to N until the reading process (reading, cutting documents,
-sha256 of the input, handing chunks over) is the limit.
+A worker is a thread that splits, compresses and writes one chunk at a time; reading
+and the input's sha256 run on threads of their own, and Arrow compresses a shard's
+columns on its pool, so N = 1 already keeps about two cores busy. Two baselines
+therefore show the per-core scaling: "1 worker on 1 core" (the same run held to one
+core with sched_setaffinity), and the speedup column "vs 1 core", which is MB/s excl.
+start-up / that baseline's MB/s excl. start-up. Near-linear scaling means "vs 1 core"
+close to N until the reading thread (reading, cutting documents, handing chunks over)
+or the input's sha256 (one stream per input file) is the limit.
 
 Every cell is the best of --repeat interleaved rounds (each round runs every N once).
 

@@ -548,12 +548,14 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     const uint8_t *src = (const uint8_t *)data.buf;
     Py_ssize_t at = 0, k = 0;
     oo[0] = 0;
+    Py_BEGIN_ALLOW_THREADS  /* megabytes of copying: let the chunk threads run */
     for (Py_ssize_t d = 0; d < n_docs; d++) {
         if (!m[d]) continue;
         memcpy(o + at, src + off[d], off[d + 1] - off[d]);
         at += off[d + 1] - off[d];
         oo[++k] = at;
     }
+    Py_END_ALLOW_THREADS
     result = Py_BuildValue("(OO)", out, out_off);
 done:
     Py_XDECREF(out);
@@ -587,6 +589,7 @@ static PyObject *ids(PyObject *self, PyObject *args) {
     char *d = PyByteArray_AS_STRING(data);
     Py_ssize_t at = 0;
     o[0] = 0;
+    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         memcpy(d + at, prefix.buf, prefix.len);
         at += prefix.len;
@@ -601,6 +604,7 @@ static PyObject *ids(PyObject *self, PyObject *args) {
         while (len) d[at++] = tmp[--len];
         o[i + 1] = (int32_t)at;
     }
+    Py_END_ALLOW_THREADS
     if (PyByteArray_Resize(data, at) < 0) goto done;
     result = Py_BuildValue("(OO)", offsets, data);
 done:

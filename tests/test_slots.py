@@ -4,8 +4,10 @@
   the child wrote back: the mapping is shared, not copied at fork;
 * `_ship` / `_unship` give back the same chunk; a chunk too large for a slot travels
   pickled, unchanged;
-* end to end, with --workers 2: a document larger than a slot (the pickled path)
-  beside ordinary chunks (the slot path) gives the same shards as --workers 1.
+* workers are threads for the C regex stages and processes for the others;
+* end to end, with --workers 2 and a splitter that keeps the GIL (worker
+  processes): a document larger than a slot (the pickled path) beside ordinary
+  chunks (the slot path) gives the same shards as --workers 1.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import numpy as np
 import pytest
 
 from aunet_cli import prep as prep_mod
-from aunet_cli.prep import Chunk, _ship, _unship
+from aunet_cli.prep import Chunk, _ship, _unship, releases_gil
 from aunet_cli.slots import Slots
-from splitters import TextBatch
+from splitters import Pipeline, TextBatch
 
-from .test_prep_cli import STAGE_ARGS, aunet
+from .test_prep_cli import aunet
 
 
 def _child_reads_and_writes(slots: Slots, slot: int, result) -> None:
@@ -98,9 +100,18 @@ def shard_files(out: Path) -> dict[str, bytes]:
     }
 
 
+def test_threads_for_the_c_regex_scan_processes_for_the_rest():
+    pytest.importorskip("splitters._fast")
+    assert releases_gil(Pipeline.from_specs(["regex-words", "regex-word-pairs"]))
+    assert releases_gil(Pipeline.from_specs(["regex-words:mode=official"]))
+    assert not releases_gil(Pipeline.from_specs(["utf8-chars"]))
+    assert not releases_gil(Pipeline.from_specs(["utf8-chars", "regex-words"]))
+
+
 @pytest.mark.parametrize("val", ["0", "0.2"])
-def test_workers_with_a_document_larger_than_a_slot(tmp_path, val):
-    """--shard-size 100KB: slots of 100 KB + 1 MB; one 1.5 MB paragraph must go pickled."""
+def test_worker_processes_with_a_document_larger_than_a_slot(tmp_path, val):
+    """utf8-chars keeps the GIL, so --workers 2 forks worker processes. --shard-size
+    100KB: slots of 100 KB + 1 MB; one 1.5 MB paragraph must go pickled."""
     rng = np.random.default_rng(0)
     words = [b"alpha", b"beta", b"\xe4\xb8\xad\xe6\x96\x87", b"x\xffy", b"gamma,"]
     paras = [b" ".join(rng.choice(words, 40)) for _ in range(3000)]
@@ -110,7 +121,7 @@ def test_workers_with_a_document_larger_than_a_slot(tmp_path, val):
     for workers in ("1", "2"):
         out = f"w{workers}"
         res = aunet(
-            "prep", "in.txt", *STAGE_ARGS, "--out", out, "-q", "--workers", workers,
+            "prep", "in.txt", "-s", "utf8-chars", "--out", out, "-q", "--workers", workers,
             "--shard-size", "100KB", "--val-fraction", val, cwd=tmp_path,
         )  # fmt: skip
         assert res.returncode == 0, res.stderr
