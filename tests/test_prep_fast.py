@@ -160,3 +160,79 @@ def test_keep_freed_memory_serves_big_buffers_from_the_heap_until_restored():
     buf = bytearray(size)
     assert _mapped_bytes() - before >= size  # defaults back, kept memory returned: mmapped
     del buf
+
+
+# --- JSON lines: Arrow's reader on blocks == json.loads line by line --------------------
+
+JSONL_LINES = [
+    b'{"text": "plain words"}',
+    b'{"text": "caf\\u00e9 \\u4e2d\\u6587", "url": "http://x", "n": [1, {"a": null}]}',
+    '{"text": "ünïcödé 中文 🙂"}'.encode(),
+    b'{"text": "\\ud83d\\ude00 pair"}',
+    b'{"text": "lone \\ud800"}',  # a lone surrogate escape: kept as its 3-byte form
+    b'{"text": "raw \\udc80 escape"}',
+    b'{"text": "bad utf-8 \xff\xfe\xed\xa0\x80"}',
+    b'{"text": "nul \\u0000 and \x01"}',
+    b'{"text": ""}',  # empty document
+    b'{"other": "no text"}',  # missing field
+    b'{"text": 5}',  # not a string
+    b'{"text": null}',
+    b'["not", "an object"]',
+    b'{"text": "a", "text": "last wins"}',
+    b'{"text": "x", "n": NaN}',
+    b'{"text": "one"} {"text": "two"}',  # two objects on one line
+    b'{"text": "one"}\r{"text": "two"}',
+    b'{"text": "trailing",}',
+    b'{"text": "crlf"}\r',
+    b'  {"text": "spaced"}\t',
+    b"\xef\xbb\xbf{\"text\": \"bom\"}",
+    b"",  # blank line
+    b"  \r",  # blank line (whitespace)
+    b'{"t\\u0065xt": "escaped key"}',
+    b'{"text": "half',
+]
+
+
+def jsonl_docs(fn, opts, data: bytes, on_error: str):
+    """(documents, skip counts) or the error message, through reader `fn`."""
+    inp = readers.InputFile(None, "t.jsonl", "jsonl", None, 0, 0)
+    try:
+        return as_docs(fn(opts, io.BytesIO(data), readers.BadRecords(inp, on_error)))
+    except readers.BadInputError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("on_error", ["skip", "fail"])
+def test_arrow_jsonl_equals_line_by_line(monkeypatch, on_error):
+    """Random mixes of good lines and every kind of odd one, any block size: the same
+    documents, record numbers, skip counts and first error as `_jsonl`."""
+    rng = random.Random(on_error)
+    opts = ReadOptions()
+    good = JSONL_LINES[:4]
+    fast_blocks = 0
+    real_arrow = readers._arrow_jsonl
+
+    def counting(*args):
+        nonlocal fast_blocks
+        got = real_arrow(*args)
+        fast_blocks += got is not None
+        return got
+
+    monkeypatch.setattr(readers, "_arrow_jsonl", counting)
+    for trial in range(400):
+        pool = good if rng.random() < 0.5 else JSONL_LINES
+        lines = [rng.choice(pool) for _ in range(rng.randint(1, 30))]
+        data = b"\n".join(lines) + rng.choice([b"\n", b""])
+        monkeypatch.setattr(readers, "BLOCK", rng.choice([7, 50, 200, 1 << 22]))
+        want = jsonl_docs(readers._jsonl, opts, data, on_error)
+        got = jsonl_docs(readers._jsonl_blocks, opts, data, on_error)
+        assert got == want, (trial, data)
+    assert fast_blocks > 100  # the Arrow path did run
+
+
+def test_jsonl_field_option_reaches_arrow():
+    data = b'{"body": "x y", "text": "no"}\n{"body": "z"}\n'
+    opts = ReadOptions(field="body")
+    docs, _ = jsonl_docs(readers._jsonl_blocks, opts, data, "fail")
+    assert docs == [(1, b"x y"), (2, b"z")]
+    assert readers._arrow_jsonl(data, 2, "body") is not None
