@@ -59,20 +59,39 @@ class PrepOptions:
 
 @dataclass
 class Chunk:
-    """Consecutive documents of one input that always land in the same shards."""
+    """Consecutive documents of one input that always land in the same shards.
+
+    The reader only cuts: joining the documents and choosing the validation split
+    happen in the worker (`parts`), so one reading thread can feed many workers."""
 
     input_index: int
     input_name: str
     index: int
-    parts: dict[str, tuple[np.ndarray, TextBatch]]  # split -> (record keys, joined documents)
+    blocks: list[DocBlock]  # the documents, in order
+    val_fraction: float
     skipped: dict[str, int]
     input_size: int
     input_mtime_ns: int
-    slot: int | None = None  # set when the parts' text travels in shared memory (slots.py)
+    slot: int | None = None  # set when the blocks' text travels in shared memory (slots.py)
 
     @property
     def key(self) -> str:
         return f"{self.input_index:05d}-{self.index:05d}"
+
+    @property
+    def n_docs(self) -> int:
+        return sum(b.n_docs for b in self.blocks)
+
+    def parts(self) -> dict[str, tuple[np.ndarray, TextBatch]]:
+        """split -> (record keys, joined documents)."""
+        block = DocBlock.join(self.blocks)
+        val = val_mask(self.input_name, block.keys, self.val_fraction)
+        if not val.any():
+            return {"train": (block.keys, TextBatch(block.data, block.offsets))}
+        return {
+            split: (b.keys, TextBatch(b.data, b.offsets))
+            for split, b in (("train", block.select(~val)), ("val", block.select(val)))
+        }
 
 
 def fingerprint(opts: PrepOptions, pipeline: Pipeline) -> dict[str, Any]:
@@ -126,23 +145,22 @@ def process_chunk(chunk: Chunk, out: Path) -> dict[str, Any]:
 
 
 def _ship(chunk: Chunk, slots: Slots) -> Chunk:
-    """The chunk with its text moved into a shared slot (unchanged when none fits)."""
-    slot = slots.put([batch.data for _, batch in chunk.parts.values()])
+    """The chunk with its text moved into a shared slot; when none fits, with its text
+    as one bytes object (views cannot be pickled)."""
+    slot = slots.put([b.data for b in chunk.blocks])
     if slot is None:
-        return chunk
-    parts = {s: (keys, TextBatch(b"", batch.offsets)) for s, (keys, batch) in chunk.parts.items()}
-    return replace(chunk, parts=parts, slot=slot)
+        return replace(chunk, blocks=[DocBlock.join(chunk.blocks)])
+    blocks = [DocBlock(b"", b.offsets, b.keys) for b in chunk.blocks]
+    return replace(chunk, blocks=blocks, slot=slot)
 
 
 def _unship(chunk: Chunk) -> Chunk:
     assert _slots is not None and chunk.slot is not None
-    lengths = [int(batch.offsets[-1]) for _, batch in chunk.parts.values()]
-    blobs = _slots.get(chunk.slot, lengths)
-    parts = {
-        s: (keys, TextBatch(blob, batch.offsets))
-        for (s, (keys, batch)), blob in zip(chunk.parts.items(), blobs, strict=True)
-    }
-    return replace(chunk, parts=parts, slot=None)
+    blobs = _slots.get(chunk.slot, [b.n_bytes for b in chunk.blocks])
+    blocks = [
+        DocBlock(blob, b.offsets, b.keys) for b, blob in zip(chunk.blocks, blobs, strict=True)
+    ]
+    return replace(chunk, blocks=blocks, slot=None)
 
 
 def split_chunk(chunk: Chunk) -> tuple[str, dict[str, Any], list[tuple[str, pa.Table]]]:
@@ -160,7 +178,7 @@ def split_chunk(chunk: Chunk) -> tuple[str, dict[str, Any], list[tuple[str, pa.T
         "shards": [],
     }
     tables = []
-    for split, (keys, batch) in chunk.parts.items():
+    for split, (keys, batch) in chunk.parts().items():
         if not len(keys):
             continue
         lists = _point_lists(pipe, batch)
@@ -353,20 +371,15 @@ def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
     chunk_index = 0
     reported = 0
 
-    def flush(block: DocBlock) -> None:
+    def flush(blocks: list[DocBlock]) -> None:
         nonlocal skipped, chunk_index
+        c = Chunk(
+            ii, inp.name, chunk_index, blocks, opts.val_fraction, dict(skipped),
+            inp.size, inp.mtime_ns,
+        )  # fmt: skip
         if owns(chunk_index):
-            val = val_mask(inp.name, block.keys, opts.val_fraction)
-            if val.any():
-                parts = {
-                    split: (b.keys, TextBatch(b.data, b.offsets))
-                    for split, b in (("train", block.select(~val)), ("val", block.select(val)))
-                }
-            else:
-                parts = {"train": (block.keys, TextBatch(block.data, block.offsets))}
-            c = Chunk(ii, inp.name, chunk_index, parts, dict(skipped), inp.size, inp.mtime_ns)
             submit(c)
-        progress.advance(0, block.n_docs)
+        progress.advance(0, c.n_docs)
         skipped = Counter()
         chunk_index += 1
 
@@ -390,11 +403,11 @@ def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
                 else:
                     pending.pop(0)
                 size = sum(b.n_bytes for b in pending)
-                flush(DocBlock.join(taken))
+                flush(taken)
             progress.advance(tap.position - reported, 0)
             reported = tap.position
         if pending or skipped or chunk_index == 0:
-            flush(DocBlock.join(pending))
+            flush(pending)
     finally:
         if inp.path is not None:
             stream.close()

@@ -290,7 +290,7 @@ class DocBlock:
     """Consecutive documents of one input, joined: document i is
     data[offsets[i]:offsets[i + 1]] with record number keys[i] (no per-document objects)."""
 
-    data: bytes
+    data: bytes | memoryview  # a memoryview for a slice (see `slice`)
     offsets: np.ndarray  # int64, len n + 1, offsets[0] == 0
     keys: np.ndarray  # int64 record numbers
     skipped: Counter[str] = field(default_factory=Counter)
@@ -311,9 +311,17 @@ class DocBlock:
         return int(self.offsets[-1])
 
     def slice(self, lo: int, hi: int) -> DocBlock:
-        """Documents lo..hi-1 (skipped counts stay with the caller)."""
+        """Documents lo..hi-1 (skipped counts stay with the caller); the text is a view,
+        not a copy: the reader cuts blocks into chunks, and the chunk's worker joins them."""
         a, b = int(self.offsets[lo]), int(self.offsets[hi])
-        return DocBlock(self.data[a:b], self.offsets[lo : hi + 1] - a, self.keys[lo:hi])
+        view = memoryview(self.data)[a:b]
+        return DocBlock(view, self.offsets[lo : hi + 1] - a, self.keys[lo:hi])
+
+    def as_bytes(self) -> DocBlock:
+        """The same documents, their text as bytes (a copy if it was a view)."""
+        if isinstance(self.data, bytes):
+            return self
+        return DocBlock(bytes(self.data), self.offsets, self.keys, self.skipped)
 
     def select(self, mask: np.ndarray) -> DocBlock:
         """The documents where mask is True."""
@@ -333,8 +341,9 @@ class DocBlock:
 
     @classmethod
     def join(cls, blocks: list[DocBlock]) -> DocBlock:
+        """One block of all their documents, its text as bytes."""
         if len(blocks) == 1:
-            return blocks[0]
+            return blocks[0].as_bytes()
         data = b"".join(b.data for b in blocks)
         offsets = np.zeros(sum(b.n_docs for b in blocks) + 1, dtype=np.int64)
         at, base = 1, 0

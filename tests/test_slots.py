@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ import pytest
 
 from aunet_cli import prep as prep_mod
 from aunet_cli.prep import Chunk, _ship, _unship, releases_gil
+from aunet_cli.readers import DocBatch, DocBlock
 from aunet_cli.slots import Slots
-from splitters import Pipeline, TextBatch
+from splitters import Pipeline
 
 from .test_prep_cli import aunet
 
@@ -63,31 +65,42 @@ def test_slots_run_out_and_refuse_what_does_not_fit():
         slots.close()
 
 
-def _chunk(texts: dict[str, list[bytes]]) -> Chunk:
-    parts = {}
-    for split, docs in texts.items():
-        parts[split] = (np.arange(len(docs), dtype=np.int64), TextBatch.from_docs(docs))
-    return Chunk(3, "in.txt", 7, parts, {"empty document": 2}, 123, 456)
+def _chunk(docs: list[bytes], val_fraction: float = 0.4) -> Chunk:
+    """A chunk of two blocks, the second a view into a larger one (as the reader cuts)."""
+    whole = DocBlock.from_batch(DocBatch(list(range(1, len(docs) + 2)), [*docs, b"next"]))
+    first = DocBlock.from_batch(DocBatch([0], [b"head \xff"]))
+    return Chunk(3, "in.txt", 7, [first, whole.slice(0, len(docs))], val_fraction,
+                 {"empty document": 2}, 123, 456)  # fmt: skip
 
 
 def test_ship_and_unship_give_back_the_chunk(monkeypatch):
     slots = Slots(2, 1 << 10)
     monkeypatch.setattr(prep_mod, "_slots", slots)
     try:
-        chunk = _chunk({"train": [b"ab", b"c\xff\x00d", b"e"], "val": [b"\xe4\xb8\xad", b"f"]})
+        docs = [b"ab", b"c\xff\x00d", b"e", b"\xe4\xb8\xad", b"f", *[b"g%d" % i for i in range(30)]]
+        chunk = _chunk(docs)
+        want = chunk.parts()
+        assert set(want) == {"train", "val"}  # both splits are exercised
         shipped = _ship(chunk, slots)
         assert shipped.slot is not None
-        assert all(batch.data == b"" for _, batch in shipped.parts.values())
+        assert all(b.data == b"" for b in shipped.blocks)
         back = _unship(shipped)
         assert back.slot is None and back.key == chunk.key and back.skipped == chunk.skipped
-        for split, (keys, batch) in chunk.parts.items():
-            got_keys, got = back.parts[split]
-            assert got.data == batch.data
-            assert np.array_equal(got.offsets, batch.offsets)
+        got = back.parts()
+        assert set(got) == set(want)
+        for split, (keys, batch) in want.items():
+            got_keys, got_batch = got[split]
+            assert bytes(got_batch.data) == bytes(batch.data)
+            assert np.array_equal(got_batch.offsets, batch.offsets)
             assert np.array_equal(got_keys, keys)
 
-        big = _chunk({"train": [b"x" * 2000]})
-        assert _ship(big, slots) is big  # too large: goes pickled, as it is
+        big = _chunk([b"x" * 2000])
+        pickled = _ship(big, slots)  # too large for a slot: one bytes object, picklable
+        assert pickled.slot is None and len(pickled.blocks) == 1
+        assert isinstance(pickled.blocks[0].data, bytes)
+        assert pickle.loads(pickle.dumps(pickled)).parts()["train"][1].data == (
+            big.parts()["train"][1].data
+        )
     finally:
         slots.close()
 
