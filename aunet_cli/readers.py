@@ -502,6 +502,7 @@ def _txt_file(inp: InputFile, opts: ReadOptions, stream: BinaryIO) -> Iterator[D
 
 
 JSONL_BATCH = 8192
+JSON_PARSE_BLOCK = 1 << 20
 
 
 def _jsonl(
@@ -586,16 +587,22 @@ def _arrow_jsonl(body: bytes, n_lines: int, field_: str) -> tuple[bytes, np.ndar
         or b"\xef\xbb\xbf" in body_lines
     ):
         return None
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(body),
-            read_options=pa_json.ReadOptions(block_size=len(body) + 1, use_threads=False),
-            parse_options=pa_json.ParseOptions(
-                explicit_schema=pa.schema([(field_, pa.string())]),
-                unexpected_field_behavior="ignore",
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    schema = pa.schema([(field_, pa.string())])
+    # 1 MB blocks parse in parallel on Arrow's threads; a line longer than a block
+    # straddles two and fails there, so a failed block is tried again whole
+    for block_size in dict.fromkeys((min(JSON_PARSE_BLOCK, len(body) + 1), len(body) + 1)):
+        try:
+            table = pa_json.read_json(
+                pa.BufferReader(body),
+                read_options=pa_json.ReadOptions(block_size=block_size),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=schema, unexpected_field_behavior="ignore"
+                ),
+            )
+            break
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    else:
         return None
     column = table.column(field_).combine_chunks()
     if table.num_rows != n_lines or column.null_count:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import os
 import platform
@@ -53,6 +54,7 @@ from prep import (  # noqa: E402  (bench/prep.py)
     build_corpus,
     cpu_model,
     git_head,
+    paragraphs,
     run_prep,
     scaling_ceiling,
     startup_seconds,
@@ -71,12 +73,26 @@ def default_workers(cores: int) -> list[int]:
     return [*ns, cores]
 
 
+def as_jsonl(corpus: Path) -> tuple[Path, int]:
+    """The corpus's paragraphs as {"text": ...} lines; (file, bytes of text)."""
+    dest, text_bytes = corpus.with_suffix(".jsonl"), 0
+    with dest.open("w", encoding="utf-8", errors="surrogateescape") as f:
+        for para in paragraphs(corpus.read_bytes()):
+            text_bytes += len(para)
+            text = para.decode("utf-8", "surrogateescape")
+            f.write(json.dumps({"text": text, "source": "pydocs"}, ensure_ascii=False) + "\n")
+    return dest, text_bytes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=200, help="corpus size, MB (default 200)")
     ap.add_argument("--workers", help="comma-separated N (default: 1, 2, 4, ... all cores)")
     ap.add_argument("--repeat", type=int, default=2, help="best of this many rounds (2)")
     ap.add_argument("--corpora", type=Path, default=CORPORA, help=f"folder with en/ ({CORPORA})")
+    ap.add_argument(
+        "--jsonl", action="store_true", help='the corpus as JSON lines, {"text": paragraph}'
+    )
     args = ap.parse_args()
     cores = usable_cores()
     ns = [int(n) for n in args.workers.split(",")] if args.workers else default_workers(len(cores))
@@ -98,6 +114,10 @@ def main() -> None:
                                  work / "en.txt")  # fmt: skip
         size = corpus.stat().st_size
         print(f"- corpus: en pydocs repeated to {size / MB:.1f} MB; 3 stages ({', '.join(specs)})")
+        if args.jsonl:
+            corpus, size = as_jsonl(corpus)
+            print(f"- as JSON lines: {corpus.stat().st_size / MB:.1f} MB, of which {size / MB:.1f} "
+                  "MB documents' text (the MB/s below count the text)")  # fmt: skip
         print()
         sys.stdout.flush()
         runs: dict[int, Run] = {n: Run() for n in ns}

@@ -224,6 +224,8 @@ def test_arrow_jsonl_equals_line_by_line(monkeypatch, on_error):
         lines = [rng.choice(pool) for _ in range(rng.randint(1, 30))]
         data = b"\n".join(lines) + rng.choice([b"\n", b""])
         monkeypatch.setattr(readers, "BLOCK", rng.choice([7, 50, 200, 1 << 22]))
+        # Arrow's parse blocks: smaller than some lines (those straddle) or not
+        monkeypatch.setattr(readers, "JSON_PARSE_BLOCK", rng.choice([16, 64, 1 << 20]))
         want = jsonl_docs(readers._jsonl, opts, data, on_error)
         got = jsonl_docs(readers._jsonl_blocks, opts, data, on_error)
         assert got == want, (trial, data)
