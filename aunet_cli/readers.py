@@ -520,13 +520,15 @@ def _jsonl(
             continue
         try:
             obj = json.loads(line.decode("utf-8", "surrogateescape"))
-        except (json.JSONDecodeError, RecursionError) as exc:
-            detail = (
-                f" ({exc.msg} at column {exc.colno})"
-                if isinstance(exc, json.JSONDecodeError)
-                else ""
-            )
-            bad(batch, "invalid JSON", where, detail)
+        except RecursionError:  # valid JSON nested past Python's limit: as the Arrow path
+            deep = _arrow_jsonl(line.rstrip(b"\n"), 1, field_)
+            if deep is None:
+                bad(batch, "invalid JSON", where)
+            else:
+                batch.add(lineno, deep[0])
+            continue
+        except json.JSONDecodeError as exc:
+            bad(batch, "invalid JSON", where, f" ({exc.msg} at column {exc.colno})")
             continue
         if not isinstance(obj, dict):
             bad(batch, "not a JSON object", where)
@@ -542,24 +544,20 @@ def _jsonl(
     yield batch
 
 
-# Lines Arrow's JSON reader would treat unlike `_jsonl`: blank ones (Arrow skips them;
-# `_jsonl` counts them) and a UTF-8 byte order mark (Arrow ignores it; json.loads refuses).
-_BLANK_FIRST_LINE = re.compile(rb"[ \t\r\x0b\x0c]*(?:\n|$)")
-_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*(?:\n|$)")  # a literal first: searched fast
-
-
 def _jsonl_blocks(opts: ReadOptions, stream: BinaryIO, bad: BadRecords) -> Iterator[DocBlock]:
     """What `_jsonl` yields, as blocks: a block of whole lines is parsed by Arrow's JSON
     reader (C++, without the GIL, about 3x json.loads per line), and by `_jsonl` where
-    Arrow cannot give the same answer: a bad record, an empty document, a blank line,
-    a lone surrogate escape, two objects on one line (the row count differs)."""
-    carry = b""
+    Arrow might not give the same answer (see `_arrow_jsonl`)."""
+    carry: list[bytes] = []  # the start of a line that goes on in the next read
     line = 1  # number of the block's first line
     while True:
         block = stream.read(BLOCK)
-        buf = carry + block if carry else block
-        end = buf.rfind(b"\n") + 1 if block else len(buf)
-        body, carry = buf[:end], buf[end:]
+        end = block.rfind(b"\n") + 1 if block else len(block)
+        if block and not end:  # no line ends in this read: keep it (linear in the line)
+            carry.append(block)
+            continue
+        body = b"".join([*carry, block[:end]]) if carry else block[:end]
+        carry = [block[end:]] if end < len(block) else []
         if body:
             n_lines = body.count(b"\n") + (not body.endswith(b"\n"))
             fast = _arrow_jsonl(body, n_lines, opts.field)
@@ -574,18 +572,55 @@ def _jsonl_blocks(opts: ReadOptions, stream: BinaryIO, bad: BadRecords) -> Itera
             return
 
 
+def _one_object_per_line(lines: bytes) -> bool:
+    """Every line starts with { and ends with } (or }\\r): then no JSON object spans
+    two lines (a newline inside an object is followed by , } ] or a value, and a bare
+    value such as null, which Arrow 26 crashes on, starts no line). Blank lines and
+    byte order marks fail too: Arrow skips those, `_jsonl` counts or refuses them."""
+    u8 = np.frombuffer(lines, np.uint8)
+    last = u8[-2] if len(u8) > 1 and u8[-1] == ord("\r") else u8[-1] if len(u8) else 0
+    if not len(u8) or u8[0] != ord("{") or last != ord("}"):
+        return False
+    ends = np.flatnonzero(u8 == ord("\n"))  # never first or last: those are { and }
+    before = u8[ends - 1]
+    return bool(
+        (u8[ends + 1] == ord("{")).all()
+        and ((before == ord("}")) | ((before == ord("\r")) & (u8[ends - 2] == ord("}")))).all()
+    )
+
+
+def _number_words(body: bytes) -> bool:
+    """Whether a line may hold an unquoted NaN or Inf that json.loads refuses (Arrow
+    also takes Inf, -NaN and others). Lines where one may stand (after : , or [, so
+    also text such as "ratio: NaN" inside a string) are checked with json.loads."""
+    checked = set()
+    for word in (b"Inf", b"NaN"):
+        at = body.find(word)
+        while at >= 0:
+            before = body[max(at - 16, 0) : at].rstrip(b" \t\r+-")
+            start = body.rfind(b"\n", 0, at) + 1
+            if before.endswith((b":", b",", b"[")) and start not in checked:
+                checked.add(start)
+                end = body.find(b"\n", at)
+                line = body[start : end if end >= 0 else len(body)]
+                try:
+                    json.loads(line.decode("utf-8", "surrogateescape"))
+                except (ValueError, RecursionError):
+                    return True
+            at = body.find(word, at + len(word))
+    return False
+
+
 def _arrow_jsonl(body: bytes, n_lines: int, field_: str) -> tuple[bytes, np.ndarray] | None:
     """(documents joined, int64 offsets): one per line, each a non-empty string field;
-    None when any line is otherwise (the caller then reads the block line by line)."""
+    None when a line might be otherwise (the caller then reads the block line by line):
+    a bad record, an empty document, a blank line, a lone surrogate escape, an object
+    that spans lines or shares one (the row count differs), NaN or Inf."""
     import pyarrow as pa
     import pyarrow.json as pa_json
 
-    body_lines = body[:-1] if body.endswith(b"\n") else body
-    if (
-        _BLANK_FIRST_LINE.match(body_lines)
-        or _BLANK_LINE.search(body_lines)
-        or b"\xef\xbb\xbf" in body_lines
-    ):
+    lines = body[:-1] if body.endswith(b"\n") else body
+    if not _one_object_per_line(lines) or _number_words(lines):
         return None
     schema = pa.schema([(field_, pa.string())])
     # 1 MB blocks parse in parallel on Arrow's threads; a line longer than a block
@@ -599,12 +634,12 @@ def _arrow_jsonl(body: bytes, n_lines: int, field_: str) -> tuple[bytes, np.ndar
                     explicit_schema=schema, unexpected_field_behavior="ignore"
                 ),
             )
+            column = table.column(field_).combine_chunks()
             break
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        except pa.ArrowException:
             continue
     else:
         return None
-    column = table.column(field_).combine_chunks()
     if table.num_rows != n_lines or column.null_count:
         return None
     _, offsets_buf, data_buf = column.buffers()

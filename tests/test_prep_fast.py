@@ -190,6 +190,16 @@ JSONL_LINES = [
     b"  \r",  # blank line (whitespace)
     b'{"t\\u0065xt": "escaped key"}',
     b'{"text": "half',
+    b"null",  # a bare value (Arrow 26 crashes on one that starts a block)
+    b'{"text": "x", "n": Inf}',  # Arrow takes Inf, -Inf and -NaN; json.loads does not
+    b'{"text": "x", "n": -Inf}',
+    b'{"text": "x", "n": -NaN}',
+    b'{"text": "Inf, NaN: [Inf] inside a string"}',
+    b'{"text": "deep", "n": ' + b"[" * 1200 + b"]" * 1200 + b"}",  # past json's recursion
+    b'{"text": "deep but empty", "n": ' + b"[" * 1200 + b"]" * 1200 + b', "text": ""}',
+    b'{"text": "one"} {"text": "two"}\n{"text":\n"three"}',  # row counts that cancel
+    b'{"text": "split"\n}',
+    b' {"text": "indented"}',
 ]
 
 
