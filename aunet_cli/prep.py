@@ -123,7 +123,7 @@ def val_mask(input_name: str, keys: list[int], fraction: float) -> np.ndarray:
     return z < np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
 
 
-# --- work on one chunk (runs in a worker process) -------------------------------------
+# --- work on one chunk (runs on a worker thread or in a worker process) ---------------
 
 _pipeline: Pipeline | None = None
 _slots: Slots | None = None  # made before the worker processes fork, so they share it
@@ -295,29 +295,13 @@ def prep(
     if manifest_path.exists() and _up_to_date(out, inputs):
         return json.loads(manifest_path.read_text()) | {"up_to_date": True}
 
-    global _slots
     _init_worker(opts.splitters)
-    pool: Executor
-    slots: Slots | None = None
-    if opts.workers == 1 or releases_gil(pipeline):
-        # Workers are threads of this process: the C scan, zstd and the hashes release
-        # the GIL, and nothing is copied between processes (bench/prep_scaling.py).
-        pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="aunet-chunk")
-        limit = opts.workers + 1  # chunks in flight: one waits for each free thread
-    else:
-        from concurrent.futures import ProcessPoolExecutor  # only for GIL-bound splitters
-        from multiprocessing import get_context
-
-        limit = 2 * opts.workers
-        # one slot per chunk in flight; a chunk ends with the document that reaches
-        # shard_bytes, so a larger one (a huge last document) goes pickled
-        slots = _slots = Slots(limit, opts.shard_bytes + max(opts.shard_bytes // 4, 1 << 20))
-        pool = ProcessPoolExecutor(
-            opts.workers,
-            mp_context=get_context("fork"),
-            initializer=_init_worker,
-            initargs=(opts.splitters, False),
-        )
+    restore_malloc = keep_freed_memory()  # before worker processes fork: they inherit it
+    try:
+        pool, limit, slots = _start_workers(opts, pipeline)
+    except BaseException:
+        restore_malloc()
+        raise
     in_flight: deque[tuple[Future, int | None]] = deque()
 
     def collect() -> None:
@@ -338,9 +322,8 @@ def prep(
 
     by_input = len(inputs) >= opts.num_shards
     known = all(i.path is not None or i.builtin for i in inputs)
-    progress.start(sum(i.size for i in inputs) if known else None)
-    restore_malloc = keep_freed_memory()  # before the first submit forks workers
     try:
+        progress.start(sum(i.size for i in inputs) if known else None)
         for ii, inp in enumerate(inputs):
             if by_input and ii % opts.num_shards != opts.shard_index:
                 continue
@@ -354,12 +337,50 @@ def prep(
             collect()
     finally:
         progress.stop()
-        pool.shutdown(cancel_futures=True)
-        restore_malloc()
-        if slots is not None:
-            slots.close()
-            _slots = None
+        try:
+            pool.shutdown(cancel_futures=True)
+        finally:
+            restore_malloc()
+            _close_slots()
     return _finish(out, inputs, fp, pipeline)
+
+
+def _start_workers(opts: PrepOptions, pipe: Pipeline) -> tuple[Executor, int, Slots | None]:
+    """(pool, chunks in flight, shared slots). Workers are threads of this process when
+    the stages release the GIL (the C scan, zstd and the hashes do), so nothing is
+    copied between processes (bench/prep_scaling.py); else forked processes, which get
+    their chunks through shared slots."""
+    global _slots
+    if opts.workers == 1 or releases_gil(pipe):
+        pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="aunet-chunk")
+        return pool, opts.workers + 1, None  # one chunk waits for each free thread
+    from concurrent.futures import ProcessPoolExecutor  # only for GIL-bound splitters
+    from multiprocessing import get_context
+
+    limit = 2 * opts.workers
+    # one slot per chunk in flight; a chunk ends with the document that reaches
+    # shard_bytes, so a larger one (a huge last document) goes pickled
+    _slots = Slots(limit, opts.shard_bytes + max(opts.shard_bytes // 4, 1 << 20))
+    pool = ProcessPoolExecutor(
+        opts.workers,
+        mp_context=get_context("fork"),
+        initializer=_init_worker,
+        initargs=(opts.splitters, False),
+    )
+    try:
+        pool.submit(int).result()  # fork the workers now, before any thread of ours starts
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        _close_slots()
+        raise
+    return pool, limit, _slots
+
+
+def _close_slots() -> None:
+    global _slots
+    if _slots is not None:
+        _slots.close()
+        _slots = None
 
 
 def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:

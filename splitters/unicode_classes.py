@@ -8,6 +8,7 @@ there; vectorized and streaming splitters then share one source of truth.
 from __future__ import annotations
 
 import os
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def class_table() -> np.ndarray:
     table = _build_table()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # one name per thread: prep's worker threads may build the table at once
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "wb") as f:
             np.save(f, table)
         os.replace(tmp, path)
