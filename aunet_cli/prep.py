@@ -129,10 +129,10 @@ _pipeline: Pipeline | None = None
 _slots: Slots | None = None  # made before the worker processes fork, so they share it
 
 
-def _init_worker(specs: tuple[str, ...], threads: bool = True) -> None:
+def _init_worker(specs: tuple[str, ...], arrow_threads: bool = True) -> None:
     global _pipeline
     _pipeline = Pipeline.from_specs(specs)
-    if not threads:  # one process per core already: Arrow's thread pool would oversubscribe
+    if not arrow_threads:  # one process per core already: Arrow's thread pool would oversubscribe
         pa.set_cpu_count(1)
         pa.set_io_thread_count(1)
 

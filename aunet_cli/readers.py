@@ -552,7 +552,7 @@ def _jsonl_blocks(opts: ReadOptions, stream: BinaryIO, bad: BadRecords) -> Itera
     line = 1  # number of the block's first line
     while True:
         block = stream.read(BLOCK)
-        end = block.rfind(b"\n") + 1 if block else len(block)
+        end = block.rfind(b"\n") + 1  # 0 at the end of the input
         if block and not end:  # no line ends in this read: keep it (linear in the line)
             carry.append(block)
             continue
@@ -577,10 +577,9 @@ def _one_object_per_line(lines: bytes) -> bool:
     two lines (a newline inside an object is followed by , } ] or a value, and a bare
     value such as null, which Arrow 26 crashes on, starts no line). Blank lines and
     byte order marks fail too: Arrow skips those, `_jsonl` counts or refuses them."""
-    u8 = np.frombuffer(lines, np.uint8)
-    last = u8[-2] if len(u8) > 1 and u8[-1] == ord("\r") else u8[-1] if len(u8) else 0
-    if not len(u8) or u8[0] != ord("{") or last != ord("}"):
+    if not lines.startswith(b"{") or not lines.endswith((b"}", b"}\r")):
         return False
+    u8 = np.frombuffer(lines, np.uint8)
     ends = np.flatnonzero(u8 == ord("\n"))  # never first or last: those are { and }
     before = u8[ends - 1]
     return bool(
