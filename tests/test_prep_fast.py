@@ -185,7 +185,7 @@ JSONL_LINES = [
     b'{"text": "trailing",}',
     b'{"text": "crlf"}\r',
     b'  {"text": "spaced"}\t',
-    b"\xef\xbb\xbf{\"text\": \"bom\"}",
+    b'\xef\xbb\xbf{"text": "bom"}',
     b"",  # blank line
     b"  \r",  # blank line (whitespace)
     b'{"t\\u0065xt": "escaped key"}',
