@@ -189,6 +189,13 @@ def prep_cmd(
             "stages, processes for other splitters (default: all cores).",
         ),
     ] = None,
+    readers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Input files read at once, each by its own thread (default: one per 4 workers).",
+        ),
+    ] = None,
     num_shards: Annotated[
         int, typer.Option(min=1, help="Split the job across K machines (job arrays).")
     ] = 1,
@@ -223,6 +230,7 @@ def prep_cmd(
         shard_bytes=parse_size(shard_size, "--shard-size"),
         on_error=on_error,
         workers=workers or default_workers(),
+        readers=readers or 0,
         num_shards=num_shards,
         shard_index=shard_index,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -31,15 +33,17 @@ class RichProgress(ProgressHooks):
         self.description = description
         self.task: TaskID | None = None
         self.docs = 0
+        self._lock = threading.Lock()  # prep may read several inputs at once
 
     def start(self, total_bytes: int | None) -> None:
         self.task = self.bar.add_task(self.description, total=total_bytes, docs=0)
         self.bar.start()
 
     def advance(self, raw_bytes: int, docs: int) -> None:
-        self.docs += docs
-        if self.task is not None:
-            self.bar.update(self.task, advance=raw_bytes, docs=self.docs)
+        with self._lock:
+            self.docs += docs
+            if self.task is not None:
+                self.bar.update(self.task, advance=raw_bytes, docs=self.docs)
 
     def stop(self) -> None:
         self.bar.stop()

@@ -27,9 +27,12 @@ class Slots:
     def put(self, blobs: Sequence[bytes]) -> int | None:
         """Copy `blobs` one after another into a free slot and return its number; None
         when they do not fit (the caller then sends them pickled, as before)."""
-        if sum(map(len, blobs)) > self.size or not self._free:
+        if sum(map(len, blobs)) > self.size:
             return None
-        slot = self._free.pop()
+        try:
+            slot = self._free.pop()  # atomic: several reading threads may put at once
+        except IndexError:
+            return None
         buf, at = self._maps[slot], 0
         for blob in blobs:
             buf[at : at + len(blob)] = blob

@@ -21,10 +21,15 @@ start-up / that baseline's MB/s excl. start-up. Near-linear scaling means "vs 1 
 close to N until the reading thread (reading, cutting documents, handing chunks over)
 or the input's sha256 (one stream per input file) is the limit.
 
+One reading thread cuts one input at a time; `--files K` splits the corpus into K
+files (whole paragraphs or lines) in one folder, so that prep's reading threads (one
+per 4 workers, `--readers`) read several at once.
+
 Every cell is the best of --repeat interleaved rounds (each round runs every N once).
 
     .venv/bin/python bench/prep_scaling.py                     # 200 MB, N = 1, 2, 4, ...
     .venv/bin/python bench/prep_scaling.py --mb 400 --workers 1,2,4,8,16
+    .venv/bin/python bench/prep_scaling.py --jsonl --files 8  # like a folder of DCLM files
 """
 
 from __future__ import annotations
@@ -84,6 +89,20 @@ def as_jsonl(corpus: Path) -> tuple[Path, int]:
     return dest, text_bytes
 
 
+def split_files(corpus: Path, k: int, sep: bytes, folder: Path) -> Path:
+    """The corpus as k files of about equal size, cut only after `sep` (a paragraph
+    break or a line end), in `folder`; returns the folder (prep's input)."""
+    data = corpus.read_bytes()
+    folder.mkdir()
+    start = 0
+    for i in range(k):
+        stop = len(data) if i == k - 1 else data.find(sep, (i + 1) * len(data) // k)
+        stop = len(data) if stop < 0 else max(stop + len(sep), start)
+        (folder / f"part-{i:03d}{corpus.suffix}").write_bytes(data[start:stop])
+        start = stop
+    return folder
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=200, help="corpus size, MB (default 200)")
@@ -92,6 +111,9 @@ def main() -> None:
     ap.add_argument("--corpora", type=Path, default=CORPORA, help=f"folder with en/ ({CORPORA})")
     ap.add_argument(
         "--jsonl", action="store_true", help='the corpus as JSON lines, {"text": paragraph}'
+    )
+    ap.add_argument(
+        "--files", type=int, default=1, help="split the corpus into this many files (1)"
     )
     args = ap.parse_args()
     cores = usable_cores()
@@ -118,6 +140,11 @@ def main() -> None:
             corpus, size = as_jsonl(corpus)
             print(f"- as JSON lines: {corpus.stat().st_size / MB:.1f} MB, of which {size / MB:.1f} "
                   "MB documents' text (the MB/s below count the text)")  # fmt: skip
+        if args.files > 1:
+            sep = b"\n" if args.jsonl else b"\n\n"
+            corpus = split_files(corpus, args.files, sep, work / "parts")
+            print(f"- split into {args.files} files of about {size / args.files / MB:.1f} MB "
+                  "(one folder; prep reads one file per reading thread)")  # fmt: skip
         print()
         sys.stdout.flush()
         runs: dict[int, Run] = {n: Run() for n in ns}
