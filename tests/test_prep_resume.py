@@ -131,6 +131,12 @@ def test_rerun_over_finished_output_is_a_no_op(medium, single):
     assert mtimes(out) == before
 
 
+def test_reading_inputs_at_once_gives_byte_identical_output(medium, single):
+    """Three inputs read by three threads (--readers 3): one reader's files, byte for byte."""
+    prep("three", *MEDIUM_OPTS, "--workers", "2", "--readers", "3", "--out", "r3", cwd=medium)
+    assert snapshot(medium / "r3") == snapshot(single["three"])
+
+
 @pytest.mark.parametrize(
     ("inputs", "order"),
     [("c.jsonl", "01"), ("three", "01"), ("three", "10")],
@@ -224,3 +230,31 @@ def test_kill_during_a_shard_write_leaves_no_temporary_file(killed):
         pytest.skip("the kill did not land during a shard write")
     leftovers = [p.name for p in killed["out"].rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
+
+
+def test_killed_run_with_several_readers_resumes_to_one_readers_output(tmp_path):
+    """Three ~8 MB inputs read at once (--readers 3), SIGKILLed once two shards exist
+    (chunks of several inputs in flight), rerun: the files of one uninterrupted reader."""
+    for i in range(3):
+        write(tmp_path / "in" / f"part{i}.jsonl", varied_corpus(8_000_000, seed=10 + i))
+    args = ("in", *STAGE_ARGS, "-q", "--workers", "2", "--shard-size", "1MB")
+    res = aunet("prep", *args, "--readers", "1", "--out", "ref", cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    cmd = [str(AUNET), "prep", *args, "--readers", "3", "--out", "killed"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=aunet_env(), start_new_session=True)
+    out, done = tmp_path / "killed", 0
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and done < 2:
+            done = len(shards(out))
+            time.sleep(0.001)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.skip("the run finished before it could be killed")
+    assert done < len(shards(tmp_path / "ref"))
+    res = aunet("prep", *args, "--readers", "3", "--out", "killed", cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert snapshot(out, hidden=False) == snapshot(tmp_path / "ref", hidden=False)
