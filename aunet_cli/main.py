@@ -193,7 +193,8 @@ def prep_cmd(
         int | None,
         typer.Option(
             min=1,
-            help="Input files read at once, each by its own thread (default: one per 4 workers).",
+            help="Input files read at once, each by its own thread (default: one per "
+            "4 workers, at most one per input).",
         ),
     ] = None,
     num_shards: Annotated[

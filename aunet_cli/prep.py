@@ -315,13 +315,13 @@ def prep(
     )
 
     def read_one(ii: int) -> None:
-        _read_input(ii, inputs[ii], opts, out, dispatch.submit, owns, progress)
+        _read_input(ii, inputs[ii], opts, out, dispatch, owns, progress)
 
     known = all(i.path is not None or i.builtin for i in inputs)
     try:
         progress.start(sum(i.size for i in inputs) if known else None)
-        _read_inputs(todo, read_one, reading_threads(opts, len(todo)), dispatch)
-        dispatch.wait()
+        threads = reading_threads(opts, [inputs[ii] for ii in todo])
+        _read_inputs(todo, read_one, threads, dispatch)
     finally:
         progress.stop()
         try:
@@ -332,12 +332,15 @@ def prep(
     return _finish(out, inputs, fp, pipeline)
 
 
-def reading_threads(opts: PrepOptions, n_inputs: int) -> int:
+def reading_threads(opts: PrepOptions, inputs: list[InputFile]) -> int:
     """How many inputs are read at once. One reading thread cuts plain text at about
     340 MB/s and parses JSON lines at about 150 MB/s on a 16-core machine, enough for
-    8 and 4 workers (bench/prep_scaling.py), so there is one per 4 workers."""
+    8 and 4 workers (bench/prep_scaling.py), so there is one per 4 workers. Standard
+    input keeps one: a thread blocked reading a terminal would hold up Ctrl-C."""
+    if any(i.path is None and not i.builtin for i in inputs):
+        return 1
     wanted = opts.readers or -(-opts.workers // 4)
-    return max(1, min(wanted, n_inputs))
+    return max(1, min(wanted, len(inputs)))
 
 
 class _Stopped(Exception):
@@ -346,59 +349,74 @@ class _Stopped(Exception):
 
 class Dispatch:
     """Hands chunks from the reading thread(s) to the worker pool, at most `limit` in
-    flight (a free place is reused as soon as any chunk is done). The first chunk that
-    fails stops every reader, and `submit` and `wait` raise its error."""
+    flight (a free place is reused as soon as any chunk is done), and keeps the first
+    failure of each input. A failure in input i stops the readers of input i and of
+    every later input; earlier ones read on, as a single reader would have."""
 
     def __init__(self, pool: Executor, limit: int, slots: Slots | None, out: Path) -> None:
         self.pool, self.slots, self.out = pool, slots, out
         self.stop_after = float("inf")  # readers of inputs past this index stop
+        self.failures: dict[int, BaseException] = {}  # input index -> first failure
         self._room = threading.Semaphore(limit)
-        self._futures: list[Future] = []
-        self._error: BaseException | None = None
+        self._busy = 0  # chunks handed over and not done
+        self._idle = threading.Condition()
+
+    def fail(self, input_index: int, exc: BaseException) -> None:
+        with self._idle:
+            self.failures.setdefault(input_index, exc)
+            self.stop_after = min(self.stop_after, input_index)
+
+    def check(self, input_index: int) -> None:
+        """Raise _Stopped when this input's reader should stop."""
+        if input_index > self.stop_after or input_index in self.failures:
+            raise _Stopped
 
     def submit(self, chunk: Chunk) -> None:
-        if chunk.input_index > self.stop_after:
-            raise _Stopped
+        self.check(chunk.input_index)
         if _state_path(self.out, chunk.key).exists():
             _check_resumable(self.out, chunk)
             return
-        self._room.acquire()
-        if self._error is not None or chunk.input_index > self.stop_after:
+        while not self._room.acquire(timeout=0.1):  # wait for a place, or a stop
+            self.check(chunk.input_index)
+        slot = None
+        try:
+            self.check(chunk.input_index)
+            if self.slots is not None:
+                chunk = _ship(chunk, self.slots)
+                slot = chunk.slot
+            future = self.pool.submit(process_chunk, chunk, self.out)
+        except BaseException:
+            if slot is not None and self.slots is not None:
+                self.slots.release(slot)
             self._room.release()
-            if self._error is not None:
-                raise self._error
-            raise _Stopped
-        if self.slots is not None:
-            chunk = _ship(chunk, self.slots)
-        future = self.pool.submit(process_chunk, chunk, self.out)
-        self._futures.append(future)
-        future.add_done_callback(lambda f, slot=chunk.slot: self._done(f, slot))
+            raise
+        with self._idle:
+            self._busy += 1
+        index = chunk.input_index
+        future.add_done_callback(lambda f: self._done(f, index, slot))
 
-    def _done(self, future: Future, slot: int | None) -> None:
+    def _done(self, future: Future, input_index: int, slot: int | None) -> None:
         if slot is not None and self.slots is not None:
             self.slots.release(slot)
-        if self._error is None and not future.cancelled() and future.exception() is not None:
-            self._error = future.exception()
+        if not future.cancelled() and future.exception() is not None:
+            self.fail(input_index, future.exception())  # type: ignore[arg-type]
         self._room.release()
+        with self._idle:
+            self._busy -= 1
+            self._idle.notify_all()
 
     def wait(self) -> None:
-        """Until every chunk handed over is written; raises the first failure."""
-        for future in self._futures:
-            future.result()
+        """Until every chunk handed over is done (written or failed)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0)
 
 
 def _read_inputs(
     todo: list[int], read_one: Callable[[int], None], threads: int, dispatch: Dispatch
 ) -> None:
-    """Read the inputs `todo`, `threads` at a time. With several threads, inputs after
-    one that fails are abandoned and earlier ones finish, so the error raised is the
-    one a single reader would meet first."""
-    if threads <= 1:
-        for ii in todo:
-            read_one(ii)
-        return
-    errors: dict[int, BaseException] = {}
-    lock = threading.Lock()
+    """Read the inputs `todo`, `threads` at a time, and wait for their chunks. Then
+    raise the failure (a bad record, or a chunk that could not be written) of the
+    earliest input: the one a single reader would meet first."""
 
     def run(ii: int) -> None:
         if ii > dispatch.stop_after:
@@ -407,22 +425,25 @@ def _read_inputs(
             read_one(ii)
         except _Stopped:
             pass
-        except BaseException as exc:  # noqa: BLE001 (re-raised below, in input order)
-            with lock:
-                errors[ii] = exc
-                dispatch.stop_after = min(dispatch.stop_after, ii)
+        except Exception as exc:  # raised below, once every earlier input is done
+            dispatch.fail(ii, exc)
 
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="aunet-read")
-    try:
-        for future in [pool.submit(run, ii) for ii in todo]:
-            future.result()
-    except BaseException:  # e.g. Ctrl-C in this thread: readers stop at their next chunk
-        dispatch.stop_after = -1
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    if errors:
-        raise errors[min(errors)]
+    if threads <= 1:
+        for ii in todo:
+            run(ii)
+    else:
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="aunet-read")
+        try:
+            for future in [pool.submit(run, ii) for ii in todo]:
+                future.result()
+        except BaseException:  # e.g. Ctrl-C in this thread: readers stop at their next block
+            dispatch.stop_after = -1
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    dispatch.wait()
+    if dispatch.failures:
+        raise dispatch.failures[min(dispatch.failures)]
 
 
 def _start_workers(opts: PrepOptions, pipe: Pipeline) -> tuple[Executor, int, Slots | None]:
@@ -463,8 +484,8 @@ def _close_slots() -> None:
         _slots = None
 
 
-def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
-    """Cut one input into chunks of about `shard_bytes` and hand them to `submit`."""
+def _read_input(ii, inp, opts, out, dispatch, owns, progress) -> None:
+    """Cut one input into chunks of about `shard_bytes` and hand them to `dispatch`."""
     tap, stream = open_stream(inp)
     pending: list[DocBlock] = []  # documents not in a chunk yet
     size = 0
@@ -479,13 +500,14 @@ def _read_input(ii, inp, opts, out, submit, owns, progress) -> None:
             inp.size, inp.mtime_ns,
         )  # fmt: skip
         if owns(chunk_index):
-            submit(c)
+            dispatch.submit(c)
         progress.advance(0, c.n_docs)
         skipped = Counter()
         chunk_index += 1
 
     try:
         for block in read_blocks(inp, opts.read, stream, opts.on_error):
+            dispatch.check(ii)
             skipped.update(block.skipped)
             if block.n_docs:
                 pending.append(block)

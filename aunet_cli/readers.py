@@ -567,9 +567,18 @@ def _jsonl_blocks(opts: ReadOptions, stream: BinaryIO, bad: BadRecords) -> Itera
             for batch in _jsonl(opts, io.BytesIO(body), bad, line):
                 yield DocBlock.from_batch(batch)
 
+    blocks = _line_blocks(stream)
     with ThreadPoolExecutor(JSONL_AHEAD, thread_name_prefix="aunet-json") as parser:
         try:
-            for line, n_lines, body in _line_blocks(stream):
+            while True:
+                try:
+                    line, n_lines, body = next(blocks)
+                except StopIteration:
+                    break
+                except Exception:  # a corrupt or truncated stream: the lines read
+                    while ahead:  # before it come first, with their records' errors
+                        yield from finish(*ahead.popleft())
+                    raise
                 parse = parser.submit(_arrow_jsonl, body, n_lines, opts.field)
                 ahead.append((line, n_lines, body, parse))
                 if len(ahead) >= JSONL_AHEAD:

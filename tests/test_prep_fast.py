@@ -10,8 +10,11 @@
 from __future__ import annotations
 
 import ctypes
+import gzip
 import io
+import json
 import random
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -250,3 +253,54 @@ def test_jsonl_field_option_reaches_arrow():
     docs, _ = jsonl_docs(readers._jsonl_blocks, opts, data, "fail")
     assert docs == [(1, b"x y"), (2, b"z")]
     assert readers._arrow_jsonl(data, 2, "body") is not None
+
+
+def _recoverable(compressed: bytes, cut: int) -> int:
+    """Bytes a reader gets out of the first `cut` bytes of a gzip stream (zlib gives
+    out what it has decoded, so this grows smoothly with `cut`)."""
+    return len(zlib.decompressobj(31).decompress(compressed[:cut]))
+
+
+@pytest.mark.parametrize("on_error", ["skip", "fail"])
+def test_jsonl_read_ahead_keeps_records_before_a_truncated_stream(tmp_path, monkeypatch, on_error):
+    """A bad line ~3 KB before the point where a .jsonl.gz is cut off, read in 4 KB
+    blocks: parsing blocks ahead must not let the stream error overtake that line (the
+    error with --on-error fail; the documents yielded before the error with skip)."""
+    rng = random.Random(5)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(4000)]
+    lines = [json.dumps({"text": t}).encode() for t in texts]
+    bad_at = 2500
+    lines[bad_at] = b'{"text": bad}'
+    data = b"\n".join(lines) + b"\n"
+    bad_offset = sum(len(x) + 1 for x in lines[:bad_at])
+    compressed = gzip.compress(data)
+    lo, hi = 0, len(compressed)  # the shortest cut that keeps 3 KB after the bad line
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if _recoverable(compressed, mid) < bad_offset + 3000 else (lo, mid)
+    assert _recoverable(compressed, lo) < bad_offset + 4000
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(compressed[:lo])
+    monkeypatch.setattr(readers, "BLOCK", 4096)
+    results = {}
+    for ahead in (1, 3):  # 1: each block parsed before the next is read
+        monkeypatch.setattr(readers, "JSONL_AHEAD", ahead)
+        inp = readers.discover([str(path)], [], [], "auto")[0]
+        _, stream = readers.open_stream(inp)
+        keys: list[int] = []
+        try:
+            for block in readers.read_blocks(inp, ReadOptions(), stream, on_error):
+                keys += block.keys.tolist()
+            error = ""
+        except readers.AunetError as exc:
+            error = str(exc)
+        finally:
+            stream.close()
+        results[ahead] = (keys, error)
+    assert results[3] == results[1]
+    keys, error = results[1]
+    if on_error == "fail":
+        assert f"line {bad_at + 1}" in error
+    else:
+        assert "truncated" in error and keys[-1] > bad_at + 1

@@ -16,7 +16,7 @@ import zstandard
 
 from aunet_cli.errors import AunetError
 from aunet_cli.prep import PrepOptions, fingerprint, prep, reading_threads
-from aunet_cli.readers import ReadOptions, discover
+from aunet_cli.readers import InputFile, ReadOptions, discover
 from aunet_cli.shards import write_json_atomic
 from splitters import Pipeline
 
@@ -83,12 +83,19 @@ def files(out: Path) -> dict[str, bytes]:
 
 
 def test_reading_threads_one_per_four_workers_at_most_one_per_input():
-    opts = PrepOptions(splitters=STAGES)
-    assert reading_threads(PrepOptions(splitters=STAGES, workers=2), 9) == 1
-    assert reading_threads(PrepOptions(splitters=STAGES, workers=8), 9) == 2
-    assert reading_threads(PrepOptions(splitters=STAGES, workers=16), 3) == 3
-    assert reading_threads(PrepOptions(splitters=STAGES, readers=5), 9) == 5
-    assert reading_threads(opts, 0) == 1
+    def files_(n: int) -> list[InputFile]:
+        return [InputFile(Path(f"{i}.txt"), f"{i}.txt", "txt", None, 1, 0) for i in range(n)]
+
+    def threads(n_inputs: int, **kw) -> int:
+        return reading_threads(PrepOptions(splitters=STAGES, **kw), files_(n_inputs))
+
+    assert threads(9, workers=2) == 1
+    assert threads(9, workers=8) == 2
+    assert threads(3, workers=16) == 3
+    assert threads(9, readers=5) == 5
+    assert threads(0) == 1
+    stdin = InputFile(None, "stdin", "txt", None, 0, 0)
+    assert reading_threads(PrepOptions(splitters=STAGES, readers=4), [*files_(3), stdin]) == 1
 
 
 @pytest.mark.parametrize("splitters", [STAGES, ("utf8-chars",)])
@@ -136,6 +143,34 @@ def test_the_error_is_the_one_a_single_reader_meets_first(tmp_path):
     assert messages[5] == messages[1]
 
 
+def obstruct(out: Path, shard: str) -> Path:
+    """A directory where `shard` must go, in an output claimed for run()'s options:
+    writing that shard fails with a real IsADirectoryError."""
+    opts = PrepOptions(splitters=STAGES, read=ReadOptions(doc_per="paragraph"),
+                       val_fraction=0.1, shard_bytes=20 << 10)  # fmt: skip
+    write_json_atomic(out / ".state" / "prep.json", fingerprint(opts, Pipeline.from_specs(STAGES)))
+    obstacle = out / "train" / f"shard-{shard}.arrow"
+    obstacle.mkdir(parents=True)
+    return obstacle
+
+
+def test_a_bad_record_before_a_failing_chunk_is_the_error(tmp_path):
+    """in3's first shard cannot be written, which happens long before in1's reader
+    reaches in1's bad last line; a single reader stops at that line without reaching
+    in3. Several readers must report the same."""
+    bad = {"in1.jsonl": "last"}
+    inputs = make_inputs(tmp_path / "in", bad, big=1)
+    messages = {}
+    for readers in (1, 5):
+        out = tmp_path / f"r{readers}"
+        obstruct(out, "00003-00000")
+        with pytest.raises(AunetError) as err:
+            run(inputs, out, readers=readers)
+        messages[readers] = str(err.value)
+    assert "in1.jsonl" in messages[1]
+    assert messages[5] == messages[1]
+
+
 def test_a_failing_chunk_stops_every_reader(tmp_path):
     """A directory where in0's first shard must go makes its rename fail (a real
     OSError). in0 has ~100 chunks, so its reader meets the failure long before its
@@ -143,11 +178,7 @@ def test_a_failing_chunk_stops_every_reader(tmp_path):
     obstacle is gone finishes with what an uninterrupted run writes."""
     inputs = make_inputs(tmp_path / "in", big=0)
     out = tmp_path / "out"
-    opts = PrepOptions(splitters=STAGES, read=ReadOptions(doc_per="paragraph"),
-                       val_fraction=0.1, shard_bytes=20 << 10)  # fmt: skip
-    write_json_atomic(out / ".state" / "prep.json", fingerprint(opts, Pipeline.from_specs(STAGES)))
-    obstacle = out / "train" / "shard-00000-00000.arrow"
-    obstacle.mkdir(parents=True)
+    obstacle = obstruct(out, "00000-00000")
     with pytest.raises(IsADirectoryError):
         run(inputs, out, readers=2)
     done = sorted(p.name for p in (out / ".state").glob("input-*.json"))

@@ -233,8 +233,8 @@ def test_kill_during_a_shard_write_leaves_no_temporary_file(killed):
 
 
 def test_killed_run_with_several_readers_resumes_to_one_readers_output(tmp_path):
-    """Three ~8 MB inputs read at once (--readers 3), SIGKILLed once two shards exist
-    (chunks of several inputs in flight), rerun: the files of one uninterrupted reader."""
+    """Three ~8 MB inputs read at once (--readers 3), SIGKILLed once shards of two
+    inputs exist, rerun: the files of one uninterrupted reader."""
     for i in range(3):
         write(tmp_path / "in" / f"part{i}.jsonl", varied_corpus(8_000_000, seed=10 + i))
     args = ("in", *STAGE_ARGS, "-q", "--workers", "2", "--shard-size", "1MB")
@@ -242,11 +242,12 @@ def test_killed_run_with_several_readers_resumes_to_one_readers_output(tmp_path)
     assert res.returncode == 0, res.stderr
     cmd = [str(AUNET), "prep", *args, "--readers", "3", "--out", "killed"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=aunet_env(), start_new_session=True)
-    out, done = tmp_path / "killed", 0
+    out, done, inputs_done = tmp_path / "killed", 0, 0
     try:
         deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline and done < 2:
-            done = len(shards(out))
+        while proc.poll() is None and time.monotonic() < deadline and inputs_done < 2:
+            names = shards(out)  # shard-IIIII-CCCCC.arrow: input, chunk
+            done, inputs_done = len(names), len({n.split("-")[1] for n in names})
             time.sleep(0.001)
     finally:
         if proc.poll() is None:
@@ -254,7 +255,7 @@ def test_killed_run_with_several_readers_resumes_to_one_readers_output(tmp_path)
         proc.wait()
     if proc.returncode != -signal.SIGKILL:
         pytest.skip("the run finished before it could be killed")
-    assert done < len(shards(tmp_path / "ref"))
+    assert inputs_done >= 2 and done < len(shards(tmp_path / "ref"))
     res = aunet("prep", *args, "--readers", "3", "--out", "killed", cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr
     assert snapshot(out, hidden=False) == snapshot(tmp_path / "ref", hidden=False)
