@@ -386,21 +386,23 @@ class Dispatch:
                 slot = chunk.slot
             future = self.pool.submit(process_chunk, chunk, self.out)
         except BaseException:
-            if slot is not None and self.slots is not None:
-                self.slots.release(slot)
-            self._room.release()
+            self._give_back(slot)
             raise
         with self._idle:
             self._busy += 1
         index = chunk.input_index
         future.add_done_callback(lambda f: self._done(f, index, slot))
 
-    def _done(self, future: Future, input_index: int, slot: int | None) -> None:
+    def _give_back(self, slot: int | None) -> None:
+        """Free a chunk's place (and its shared slot)."""
         if slot is not None and self.slots is not None:
             self.slots.release(slot)
+        self._room.release()
+
+    def _done(self, future: Future, input_index: int, slot: int | None) -> None:
         if not future.cancelled() and future.exception() is not None:
             self.fail(input_index, future.exception())  # type: ignore[arg-type]
-        self._room.release()
+        self._give_back(slot)  # after the failure is on record: a waiting reader sees it
         with self._idle:
             self._busy -= 1
             self._idle.notify_all()
