@@ -228,12 +228,26 @@ def startup_seconds(specs: list[str], work: Path, repeat: int = 3) -> float:
     return min(run_prep(tiny, specs, 1, work / "out-tiny").wall for _ in range(repeat))
 
 
+# `aunet prep` with worker processes even for splitters that release the GIL (bench
+# only: prep_scaling.py --processes compares them with the default worker threads).
+PROCESS_WORKERS = (
+    "import aunet_cli.prep as p; p.releases_gil = lambda pipe: False; "
+    "from aunet_cli.entry import run; run()"
+)
+
+
 def run_prep(
-    corpus: Path, specs: list[str], workers: int, out: Path, cores: set[int] | None = None
+    corpus: Path,
+    specs: list[str],
+    workers: int,
+    out: Path,
+    cores: set[int] | None = None,
+    processes: bool = False,
 ) -> Run:
     """One `aunet prep` run (on `cores` only, when given: its threads and workers then
-    share them)."""
-    cmd = [aunet_exe(), "prep", str(corpus)]
+    share them; with worker processes when `processes`)."""
+    exe = [sys.executable, "-c", PROCESS_WORKERS] if processes else [aunet_exe()]
+    cmd = [*exe, "prep", str(corpus)]
     for s in specs:
         cmd += ["-s", s]
     cmd += [

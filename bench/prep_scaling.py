@@ -21,6 +21,16 @@ start-up / that baseline's MB/s excl. start-up. Near-linear scaling means "vs 1 
 close to N until the reading thread (reading, cutting documents, handing chunks over)
 or the input's sha256 (one stream per input file) is the limit.
 
+A machine's N vCPUs need not do N times the work of one (hyperthreads, a host that
+steals time): "threads ceiling" is what N threads of plain C code that releases the
+GIL (sha256 over a 1 MB buffer) get, against one thread, measured just before each
+run; "efficiency" = "vs 1 core" / that ceiling, the share of what the machine gave
+to threads that prep used. Each worker writes a chunk of about --shard-size, so N
+workers need many more than N chunks to be kept busy: use a corpus of at least
+N x 8 shards (the default 8MB shards: 1000 MB for 16 workers). `--processes` adds
+rows with worker processes (what prep uses for splitters that hold the GIL) in place
+of threads, to see whether the threads contend for the GIL.
+
 One reading thread cuts one input at a time; `--files K` splits the corpus into K
 files (whole paragraphs or lines) in one folder, so that prep's reading threads (one
 per 4 workers, `--readers`) read several at once.
@@ -30,11 +40,13 @@ Every cell is the best of --repeat interleaved rounds (each round runs every N o
     .venv/bin/python bench/prep_scaling.py                     # 200 MB, N = 1, 2, 4, ...
     .venv/bin/python bench/prep_scaling.py --mb 400 --workers 1,2,4,8,16
     .venv/bin/python bench/prep_scaling.py --jsonl --files 8  # like a folder of DCLM files
+    .venv/bin/python bench/prep_scaling.py --mb 1000 --files 16 --processes  # threads vs processes
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import math
@@ -43,6 +55,8 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -103,6 +117,32 @@ def split_files(corpus: Path, k: int, sep: bytes, folder: Path) -> Path:
     return folder
 
 
+def thread_ceiling(n: int, seconds: float = 0.5) -> float:
+    """Bytes hashed by n threads / by one thread, in the same time: what n threads of C
+    code that releases the GIL (as prep's workers are, mostly) can get from this
+    machine. On a shared VM vCPUs may be hyperthreads or stolen by the host, so this
+    can be well below n; it is measured next to each prep run, on the same host state."""
+    block = os.urandom(1 << 20)
+
+    def spin(total: list[int], i: int) -> None:
+        end, done = time.perf_counter() + seconds, 0
+        while time.perf_counter() < end:
+            hashlib.sha256(block).digest()
+            done += len(block)
+        total[i] = done
+
+    def run(k: int) -> int:
+        total = [0] * k
+        threads = [threading.Thread(target=spin, args=(total, i)) for i in range(k)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sum(total)
+
+    return run(n) / run(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=200, help="corpus size, MB (default 200)")
@@ -115,6 +155,10 @@ def main() -> None:
     ap.add_argument(
         "--files", type=int, default=1, help="split the corpus into this many files (1)"
     )
+    ap.add_argument(
+        "--processes", action="store_true",
+        help="also run each N > 1 with worker processes instead of threads",
+    )  # fmt: skip
     args = ap.parse_args()
     cores = usable_cores()
     ns = [int(n) for n in args.workers.split(",")] if args.workers else default_workers(len(cores))
@@ -147,15 +191,20 @@ def main() -> None:
                   "(one folder; prep reads one file per reading thread)")  # fmt: skip
         print()
         sys.stdout.flush()
-        runs: dict[int, Run] = {n: Run() for n in ns}
+        rows = [(n, False) for n in ns]
+        rows += [(n, True) for n in ns if n > 1 and args.processes]
+        runs: dict[tuple[int, bool], Run] = {row: Run() for row in rows}
+        ceilings: dict[int, float] = {n: 0.0 for n in ns}
         core = Run()
         startup = math.inf
         for r in range(args.repeat):
             print(f"  round {r + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
             startup = min(startup, startup_seconds(specs, work, 2))
             core = best(core, run_prep(corpus, specs, 1, work / "out", {cores[0]}))
-            for n in ns:
-                runs[n] = best(runs[n], run_prep(corpus, specs, n, work / "out"))
+            for n, procs in rows:
+                ceilings[n] = max(ceilings[n], thread_ceiling(n))
+                run = run_prep(corpus, specs, n, work / "out", processes=procs)
+                runs[n, procs] = best(runs[n, procs], run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -165,21 +214,27 @@ def main() -> None:
     print(f"start-up (one-paragraph prep): {startup:.2f} s")
     print()
     print("| workers | wall s | CPU s | cores busy | MB/s | speedup | MB/s excl. start-up "
-          "| speedup excl. | vs 1 core | peak RSS MB |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    base, base_x, core_x = rate(runs[ns[0]]), rate(runs[ns[0]], True), rate(core, True)
+          "| speedup excl. | vs 1 core | threads ceiling | efficiency | peak RSS MB |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    first = runs[ns[0], False]
+    base, base_x, core_x = rate(first), rate(first, True), rate(core, True)
     print(f"| 1 on 1 core | {core.wall:.2f} | {core.cpu:.2f} | {core.cpu / core.wall:.2f} | "
-          f"{rate(core):.1f} | | {core_x:.1f} | | 1.00x | {core.rss / 2**20:.0f} |")  # fmt: skip
-    for n in ns:
-        run = runs[n]
-        print(f"| {n} | {run.wall:.2f} | {run.cpu:.2f} | {run.cpu / run.wall:.2f} | "
+          f"{rate(core):.1f} | | {core_x:.1f} | | 1.00x | | | "
+          f"{core.rss / 2**20:.0f} |")  # fmt: skip
+    for (n, procs), run in runs.items():
+        label = f"{n} processes" if procs else str(n)
+        print(f"| {label} | {run.wall:.2f} | {run.cpu:.2f} | {run.cpu / run.wall:.2f} | "
               f"{rate(run):.1f} | {rate(run) / base:.2f}x | {rate(run, True):.1f} | "
               f"{rate(run, True) / base_x:.2f}x | {rate(run, True) / core_x:.2f}x | "
+              f"{ceilings[n]:.2f}x | {rate(run, True) / core_x / ceilings[n]:.0%} | "
               f"{run.rss / 2**20:.0f} |")  # fmt: skip
     print()
     print(f"speedup = MB/s / MB/s of {ns[0]} worker(s); vs 1 core = MB/s excl. start-up / the "
           "same for 1 worker held to one core. Best of "
-          f"{args.repeat} interleaved rounds; MB = 10^6 bytes.")  # fmt: skip
+          f"{args.repeat} interleaved rounds; MB = 10^6 bytes. threads ceiling = bytes "
+          "hashed (sha256, GIL released) by N threads / by one in the same time, measured "
+          "just before each run: the most N worker threads can get from this machine; "
+          "efficiency = vs 1 core / threads ceiling.")  # fmt: skip
 
 
 if __name__ == "__main__":
