@@ -1,6 +1,5 @@
 """The `aunet` command line: thin Typer commands over plain functions."""
 
-from __future__ import annotations
 
 import json
 import math
