@@ -74,6 +74,7 @@ from prep import (  # noqa: E402  (bench/prep.py)
     cpu_model,
     git_head,
     paragraphs,
+    precompile,
     run_prep,
     scaling_ceiling,
     startup_seconds,
@@ -169,6 +170,7 @@ def main() -> None:
     print(f"- CPU: {cpu_model()}; usable cores = {len(cores)}; "
           f"memory = {psutil.virtual_memory().total / 2**30:.1f} GiB")  # fmt: skip
     print(f"- Python {platform.python_version()}; aunet commit {git_head()}")
+    precompile()
     backend = importlib.import_module("splitters.regex_family").BACKEND["name"]
     print(f"- regex splitter backend: {backend} (c = the compiled scan in splitters/_fast.c)")
     ceiling = scaling_ceiling(max(ns))
