@@ -1,6 +1,5 @@
 """The `aunet` command line: thin Typer commands over plain functions."""
 
-
 import json
 import math
 import sys
