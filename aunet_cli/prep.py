@@ -281,6 +281,21 @@ def keep_freed_memory() -> Callable[[], None]:
     return restore
 
 
+def arrow_threads_for(workers: int) -> Callable[[], None]:
+    """Give Arrow's CPU thread pool at least one thread per worker, until the returned
+    function puts its size back.
+
+    Arrow compresses every shard's buffers (zstd, about half of a chunk's work) and
+    parses JSON lines on that one pool, shared by all worker threads. Its size is the
+    cores, or OMP_NUM_THREADS where that is set: often 1 on clusters, which queued the
+    zstd of every worker behind a single thread. `--workers` is the user's say."""
+    before = pa.cpu_count()
+    if workers <= before:
+        return lambda: None
+    pa.set_cpu_count(workers)
+    return lambda: pa.set_cpu_count(before)
+
+
 def prep(
     inputs: list[InputFile],
     out: Path,
@@ -299,9 +314,11 @@ def prep(
 
     _init_worker(opts.splitters)
     restore_malloc = keep_freed_memory()  # before worker processes fork: they inherit it
+    restore_arrow = arrow_threads_for(opts.workers)
     try:
         pool, limit, slots = _start_workers(opts, pipeline)
     except BaseException:
+        restore_arrow()
         restore_malloc()
         raise
     dispatch = Dispatch(pool, limit, slots, out)
@@ -327,6 +344,7 @@ def prep(
         try:
             pool.shutdown(cancel_futures=True)
         finally:
+            restore_arrow()
             restore_malloc()
             _close_slots()
     return _finish(out, inputs, fp, pipeline)

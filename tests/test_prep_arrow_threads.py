@@ -1,0 +1,61 @@
+"""prep gives Arrow's CPU pool (the shards' zstd, JSON parsing) a thread per worker
+while it runs, even where OMP_NUM_THREADS shrank the pool, and puts its size back."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from aunet_cli import prep as prep_module
+from aunet_cli.errors import AunetError
+
+from .test_prep_readers import make_inputs, run
+
+
+@pytest.fixture
+def arrow_pool_of_one():
+    """Arrow's pool as OMP_NUM_THREADS=1 sizes it (common on clusters)."""
+    before = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        yield
+    finally:
+        pa.set_cpu_count(before)
+
+
+@pytest.fixture
+def pool_sizes(monkeypatch) -> list[int]:
+    """The Arrow pool size each chunk's shards were compressed with."""
+    seen: list[int] = []
+    real = prep_module.write_chunk
+
+    def write_chunk(*args, **kwargs):
+        seen.append(pa.cpu_count())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prep_module, "write_chunk", write_chunk)
+    return seen
+
+
+@pytest.mark.usefixtures("arrow_pool_of_one")
+def test_each_worker_gets_an_arrow_thread_and_the_size_is_put_back(tmp_path, pool_sizes):
+    inputs = make_inputs(tmp_path / "in")
+    run(inputs, tmp_path / "out", readers=1, workers=3)
+    assert len(pool_sizes) > 20
+    assert set(pool_sizes) == {3}
+    assert pa.cpu_count() == 1
+
+
+@pytest.mark.usefixtures("arrow_pool_of_one")
+def test_one_worker_keeps_the_pool_the_user_chose(tmp_path, pool_sizes):
+    inputs = make_inputs(tmp_path / "in")
+    run(inputs, tmp_path / "out", readers=1, workers=1)
+    assert set(pool_sizes) == {1}
+
+
+@pytest.mark.usefixtures("arrow_pool_of_one")
+def test_the_size_is_put_back_when_prep_fails(tmp_path):
+    inputs = make_inputs(tmp_path / "in", bad={"in1.jsonl": "first"})
+    with pytest.raises(AunetError):
+        run(inputs, tmp_path / "out", readers=1, workers=3)
+    assert pa.cpu_count() == 1
