@@ -238,6 +238,17 @@ PROCESS_WORKERS = (
 )
 
 
+def arrow_pool() -> str:
+    """Arrow's CPU pool as a process starts with it here (it compresses the shards)."""
+    import pyarrow as pa
+
+    omp = os.environ.get("OMP_NUM_THREADS", "unset")
+    return (
+        f"Arrow CPU pool {pa.cpu_count()} threads at start (OMP_NUM_THREADS={omp}); "
+        "prep raises it to --workers while it runs"
+    )
+
+
 def precompile() -> list[str]:
     """Compile aunet's modules to bytecode files, as `pip install` does for a wheel and
     Python does at a first import, so that no timed start-up compiles sources (it
@@ -464,7 +475,7 @@ def main() -> None:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     print(f"- CPU: {cpu_model()}; os.cpu_count() = {os.cpu_count()}; usable cores = {usable}; "
           f"memory = {psutil.virtual_memory().total / 2**30:.1f} GiB")  # fmt: skip
-    print(f"- Python {platform.python_version()}; aunet commit {git_head()}")
+    print(f"- Python {platform.python_version()}; aunet commit {git_head()}; {arrow_pool()}")
     precompile()
     backend = getattr(importlib.import_module("splitters.regex_family"), "BACKEND", {}).get("name")
     print(f"- regex splitter backend in this process: {backend}")

@@ -69,6 +69,7 @@ from prep import (  # noqa: E402  (bench/prep.py)
     MB,
     STAGES,
     Run,
+    arrow_pool,
     best,
     build_corpus,
     cpu_model,
@@ -169,7 +170,7 @@ def main() -> None:
     print()
     print(f"- CPU: {cpu_model()}; usable cores = {len(cores)}; "
           f"memory = {psutil.virtual_memory().total / 2**30:.1f} GiB")  # fmt: skip
-    print(f"- Python {platform.python_version()}; aunet commit {git_head()}")
+    print(f"- Python {platform.python_version()}; aunet commit {git_head()}; {arrow_pool()}")
     precompile()
     backend = importlib.import_module("splitters.regex_family").BACKEND["name"]
     print(f"- regex splitter backend: {backend} (c = the compiled scan in splitters/_fast.c)")
