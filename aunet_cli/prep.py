@@ -293,7 +293,12 @@ def arrow_threads_for(workers: int) -> Callable[[], None]:
     if workers <= before:
         return lambda: None
     pa.set_cpu_count(workers)
-    return lambda: pa.set_cpu_count(before)
+
+    def restore() -> None:
+        if pa.cpu_count() == workers:  # unless someone else has resized it meanwhile
+            pa.set_cpu_count(before)
+
+    return restore
 
 
 def prep(
@@ -321,8 +326,22 @@ def prep(
         restore_arrow()
         restore_malloc()
         raise
-    dispatch = Dispatch(pool, limit, slots, out)
+    try:
+        _run_workers(inputs, out, opts, progress, Dispatch(pool, limit, slots, out))
+    finally:
+        try:
+            pool.shutdown(cancel_futures=True)
+        finally:
+            restore_arrow()
+            restore_malloc()
+            _close_slots()
+    return _finish(out, inputs, fp, pipeline)
 
+
+def _run_workers(
+    inputs: list[InputFile], out: Path, opts: PrepOptions, progress: Progress, dispatch: Dispatch
+) -> None:
+    """Read this job's inputs into the workers (through `dispatch`) until all is written."""
     by_input = len(inputs) >= opts.num_shards
     todo = [
         ii for ii in range(len(inputs)) if not by_input or ii % opts.num_shards == opts.shard_index
@@ -341,13 +360,6 @@ def prep(
         _read_inputs(todo, read_one, threads, dispatch)
     finally:
         progress.stop()
-        try:
-            pool.shutdown(cancel_futures=True)
-        finally:
-            restore_arrow()
-            restore_malloc()
-            _close_slots()
-    return _finish(out, inputs, fp, pipeline)
 
 
 def reading_threads(opts: PrepOptions, inputs: list[InputFile]) -> int:

@@ -12,15 +12,24 @@ from aunet_cli.errors import AunetError
 from .test_prep_readers import make_inputs, run
 
 
-@pytest.fixture
-def arrow_pool_of_one():
-    """Arrow's pool as OMP_NUM_THREADS=1 sizes it (common on clusters)."""
+def _arrow_pool(size: int):
     before = pa.cpu_count()
-    pa.set_cpu_count(1)
+    pa.set_cpu_count(size)
     try:
         yield
     finally:
         pa.set_cpu_count(before)
+
+
+@pytest.fixture
+def arrow_pool_of_one():
+    """Arrow's pool as OMP_NUM_THREADS=1 sizes it (common on clusters)."""
+    yield from _arrow_pool(1)
+
+
+@pytest.fixture
+def arrow_pool_of_four():
+    yield from _arrow_pool(4)
 
 
 @pytest.fixture
@@ -46,11 +55,12 @@ def test_each_worker_gets_an_arrow_thread_and_the_size_is_put_back(tmp_path, poo
     assert pa.cpu_count() == 1
 
 
-@pytest.mark.usefixtures("arrow_pool_of_one")
-def test_one_worker_keeps_the_pool_the_user_chose(tmp_path, pool_sizes):
+@pytest.mark.usefixtures("arrow_pool_of_four")
+def test_a_pool_with_a_thread_per_worker_is_left_as_it_is(tmp_path, pool_sizes):
     inputs = make_inputs(tmp_path / "in")
-    run(inputs, tmp_path / "out", readers=1, workers=1)
-    assert set(pool_sizes) == {1}
+    run(inputs, tmp_path / "out", readers=1, workers=2)
+    assert set(pool_sizes) == {4}
+    assert pa.cpu_count() == 4
 
 
 @pytest.mark.usefixtures("arrow_pool_of_one")
