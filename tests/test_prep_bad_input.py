@@ -151,16 +151,19 @@ CASES = {
 def outcomes(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
     """Every CASES entry run in its own directory (in parallel: each is a process)."""
 
-    def run(name: str):
-        case, cwd = CASES[name], tmp_path_factory.mktemp(name)
+    def run(name: str, cwd: Path):
+        case = CASES[name]
         for rel, data in case.files.items():
             path = cwd / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             data(path) if callable(data) else path.write_bytes(data)
         return cwd, run_prep(cwd, *case.args, stages=case.stages)
 
+    # mktemp here, not in the threads: pytest makes its base directory on first use,
+    # and two threads doing that at once made two (one mktemp then failed)
+    dirs = [tmp_path_factory.mktemp(name) for name in CASES]
     with ThreadPoolExecutor(4) as pool:
-        return dict(zip(CASES, pool.map(run, CASES), strict=True))
+        return dict(zip(CASES, pool.map(run, CASES, dirs), strict=True))
 
 
 @pytest.mark.parametrize("name", CASES)
