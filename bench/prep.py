@@ -245,22 +245,21 @@ def arrow_pool() -> str:
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
     return (
         f"Arrow CPU pool {pa.cpu_count()} threads at start (OMP_NUM_THREADS={omp}); "
-        "prep raises it to --workers while it runs"
+        "prep gives it at least --workers threads while it runs"
     )
 
 
-def precompile() -> list[str]:
+def precompile() -> bool:
     """Compile aunet's modules to bytecode files, as `pip install` does for a wheel and
     Python does at a first import, so that no timed start-up compiles sources (it
     would at every start with PYTHONDONTWRITEBYTECODE set and an editable install).
-    Returns the folders compiled."""
-    done = []
+    Whether every module compiled (not in a read-only install, say)."""
+    ok = True
     for package in ("aunet_cli", "splitters"):
         spec = importlib.util.find_spec(package)
         for folder in (spec.submodule_search_locations or []) if spec else []:
-            compileall.compile_dir(folder, quiet=1)
-            done.append(folder)
-    return done
+            ok = bool(compileall.compile_dir(folder, quiet=1)) and ok
+    return ok
 
 
 def run_prep(
@@ -476,7 +475,7 @@ def main() -> None:
     print(f"- CPU: {cpu_model()}; os.cpu_count() = {os.cpu_count()}; usable cores = {usable}; "
           f"memory = {psutil.virtual_memory().total / 2**30:.1f} GiB")  # fmt: skip
     print(f"- Python {platform.python_version()}; aunet commit {git_head()}; {arrow_pool()}")
-    precompile()
+    compiled = precompile()
     backend = getattr(importlib.import_module("splitters.regex_family"), "BACKEND", {}).get("name")
     print(f"- regex splitter backend in this process: {backend}")
     print(f"- N workers = {n_workers}; --shard-size 8MB; --val-fraction 0.01; MB = 10^6 bytes")
@@ -540,10 +539,12 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         with contextlib.suppress(OSError):  # left there if something else is in it
             work_root.rmdir()
-    report(rows, checks, n_workers, args.repeat)
+    report(rows, checks, n_workers, args.repeat, compiled)
 
 
-def report(rows: list[Row], checks: list[tuple], n_workers: int, repeat: int) -> None:
+def report(
+    rows: list[Row], checks: list[tuple], n_workers: int, repeat: int, compiled: bool
+) -> None:
     print(
         "| corpus | stages | reference split MB/s | aunet split MB/s | prep 1 worker MB/s "
         f"| prep {n_workers} workers MB/s | speedup | ratio vs reference "
@@ -568,9 +569,14 @@ def report(rows: list[Row], checks: list[tuple], n_workers: int, repeat: int) ->
         for r in rows))  # fmt: skip
     print(
         "Environment: PYTHONDONTWRITEBYTECODE="
-        f"{os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}; aunet's modules were "
-        "compiled to bytecode before timing (as pip does when installing), so start-up "
-        "loads them rather than compiling them"
+        f"{os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}; "
+        + (
+            "aunet's modules were compiled to bytecode before timing (as pip does when "
+            "installing), so start-up loads them rather than compiling them"
+            if compiled
+            else "aunet's modules could NOT all be compiled to bytecode before timing: "
+            "start-up may include compiling them"
+        )
     )
     print("Other processes on the machine during each row (average busy cores; 0 = quiet): "
           + "; ".join(f"{r.corpus} {r.stages}st {r.other:.2f}" for r in rows))  # fmt: skip
