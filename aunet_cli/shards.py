@@ -101,15 +101,18 @@ def point_lists(
 ZSTD_LEVEL = 1  # Arrow's default level for zstd
 
 
-def write_atomic(path: Path, table: pa.Table, zstd_level: int = ZSTD_LEVEL) -> dict[str, Any]:
+def write_atomic(
+    path: Path, table: pa.Table, zstd_level: int = ZSTD_LEVEL, threads: bool = True
+) -> dict[str, Any]:
     """Write to a temporary name, fsync, rename: a shard either exists whole or not at all.
 
     The file is built in memory first, so its hash needs no second read. Shards are
     hashed with BLAKE2b-256 (twice as fast as sha256 on CPUs without SHA extensions;
-    the inputs keep sha256, the common currency for naming a source file)."""
+    the inputs keep sha256, the common currency for naming a source file). `threads`:
+    compress the buffers on Arrow's thread pool, at once (same bytes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", zstd_level))
+    options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", zstd_level), use_threads=threads)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table, max_chunksize=1 << 16)

@@ -1,5 +1,6 @@
-"""prep gives Arrow's CPU pool (the shards' zstd, JSON parsing) a thread per worker
-while it runs, even where OMP_NUM_THREADS shrank the pool, and puts its size back."""
+"""Arrow's CPU pool in prep: it gets a thread per worker while prep runs, even where
+OMP_NUM_THREADS shrank it, and its size is put back; shards are compressed on it only
+while there are fewer workers than cores, with the same bytes either way."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from aunet_cli import prep as prep_module
 from aunet_cli.errors import AunetError
+from aunet_cli.shards import write_atomic
 
 from .test_prep_readers import make_inputs, run
 
@@ -69,3 +71,36 @@ def test_the_size_is_put_back_when_prep_fails(tmp_path):
     with pytest.raises(AunetError):
         run(inputs, tmp_path / "out", readers=1, workers=3)
     assert pa.cpu_count() == 1
+
+
+@pytest.mark.parametrize(("workers", "on_pool"), [(2, True), (4, False), (6, False)])
+def test_shards_are_compressed_on_the_pool_only_with_fewer_workers_than_cores(
+    tmp_path, monkeypatch, workers, on_pool
+):
+    monkeypatch.setattr(prep_module, "default_workers", lambda: 4)  # the machine's cores
+    seen: list[bool] = []
+    real = prep_module.write_atomic
+
+    def spy(*args, threads: bool = True, **kwargs):
+        seen.append(threads)
+        return real(*args, threads=threads, **kwargs)
+
+    monkeypatch.setattr(prep_module, "write_atomic", spy)
+    run(make_inputs(tmp_path / "in"), tmp_path / "out", readers=1, workers=workers)
+    assert len(seen) > 20
+    assert set(seen) == {on_pool}
+
+
+def test_compressing_on_the_pool_or_not_writes_the_same_bytes(tmp_path):
+    table = pa.table(
+        {
+            "text": pa.array([f"document {i} ".encode() * (i % 50 + 1) for i in range(3000)]),
+            "pool_1": pa.array(
+                [list(range(0, i % 400, 3)) for i in range(3000)], pa.list_(pa.int32())
+            ),
+        }
+    )
+    a = write_atomic(tmp_path / "a.arrow", table, threads=True)
+    b = write_atomic(tmp_path / "b.arrow", table, threads=False)
+    assert a == b
+    assert (tmp_path / "a.arrow").read_bytes() == (tmp_path / "b.arrow").read_bytes()
