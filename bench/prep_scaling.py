@@ -26,9 +26,10 @@ steals time): "threads ceiling" is what N threads of plain C code that releases 
 GIL (sha256 over a 1 MB buffer) get, against one thread, measured just before each
 run (the one of the best round is shown); "efficiency" = "vs 1 core" / that ceiling.
 It can pass 100%: the one-core baseline holds prep's reading, hashing and Arrow
-threads to that core too, while an N-worker run spreads them. Each worker writes a chunk of about --shard-size, so N
-workers need many more than N chunks to be kept busy: use a corpus of at least
-N x 8 shards (the default 8MB shards: 1000 MB for 16 workers). `--processes` adds
+threads to that core too, while an N-worker run spreads them. Each worker writes a
+chunk of about --shard-size, so N workers need many more than N chunks to be kept
+busy: use a corpus of at least N x 8 shards (the default 8MB shards: 1000 MB for 16
+workers). `--processes` adds
 rows with worker processes (what prep uses for splitters that hold the GIL) in place
 of threads, to see whether the threads contend for the GIL.
 
