@@ -29,9 +29,9 @@ It can pass 100%: the one-core baseline holds prep's reading, hashing and Arrow
 threads to that core too, while an N-worker run spreads them. Each worker writes a
 chunk of about --shard-size, so N workers need many more than N chunks to be kept
 busy: use a corpus of at least N x 8 shards (the default 8MB shards: 1000 MB for 16
-workers). `--processes` adds
-rows with worker processes (what prep uses for splitters that hold the GIL) in place
-of threads, to see whether the threads contend for the GIL.
+workers). `--processes` adds rows with worker processes (what prep uses for
+splitters that hold the GIL) in place of threads, to see whether the threads contend
+for the GIL.
 
 One reading thread cuts one input at a time; `--files K` splits the corpus into K
 files (whole paragraphs or lines) in one folder, so that prep's reading threads (one
