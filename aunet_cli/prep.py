@@ -18,6 +18,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -328,24 +329,18 @@ def prep(
     if manifest_path.exists() and _up_to_date(out, inputs):
         return json.loads(manifest_path.read_text()) | {"up_to_date": True}
 
-    _init_worker(opts.splitters, compress_on_pool=opts.workers < default_workers())
-    restore_malloc = keep_freed_memory()  # before worker processes fork: they inherit it
-    restore_arrow = arrow_threads_for(opts.workers)
-    try:
+    idle_cores = opts.workers < default_workers()
+    _init_worker(opts.splitters, compress_on_pool=idle_cores)
+    with ExitStack() as cleanup:  # undone in reverse order, on every path
+        cleanup.callback(keep_freed_memory())  # before worker processes fork: they inherit it
+        cleanup.callback(arrow_threads_for(opts.workers))
         pool, limit, slots = _start_workers(opts, pipeline)
-    except BaseException:
-        restore_arrow()
-        restore_malloc()
-        raise
-    try:
-        _run_workers(inputs, out, opts, progress, Dispatch(pool, limit, slots, out))
-    finally:
-        try:
-            pool.shutdown(cancel_futures=True)
-        finally:
-            restore_arrow()
-            restore_malloc()
-            _close_slots()
+        cleanup.callback(_close_slots)
+        writers = _start_writers(opts) if idle_cores and slots is None else None
+        if writers is not None:
+            cleanup.callback(writers.shutdown, cancel_futures=True)
+        cleanup.callback(pool.shutdown, cancel_futures=True)  # first: it may still hand over
+        _run_workers(inputs, out, opts, progress, Dispatch(pool, limit, slots, out, writers))
     return _finish(out, inputs, fp, pipeline)
 
 
@@ -392,10 +387,19 @@ class Dispatch:
     """Hands chunks from the reading thread(s) to the worker pool, at most `limit` in
     flight (a free place is reused as soon as any chunk is done), and keeps the first
     failure of each input. A failure in input i stops the readers of input i and of
-    every later input; earlier ones read on, as a single reader would have."""
+    every later input; earlier ones read on, as a single reader would have. With
+    `writers`, a worker splits a chunk and hands its shards to them to compress and
+    write (see _start_writers); a chunk's place is free once it is written."""
 
-    def __init__(self, pool: Executor, limit: int, slots: Slots | None, out: Path) -> None:
-        self.pool, self.slots, self.out = pool, slots, out
+    def __init__(
+        self,
+        pool: Executor,
+        limit: int,
+        slots: Slots | None,
+        out: Path,
+        writers: Executor | None = None,
+    ) -> None:
+        self.pool, self.slots, self.out, self.writers = pool, slots, out, writers
         self.stop_after = float("inf")  # readers of inputs past this index stop
         self.failures: dict[int, BaseException] = {}  # input index -> first failure
         self._room = threading.Semaphore(limit)
@@ -425,7 +429,10 @@ class Dispatch:
             if self.slots is not None:
                 chunk = _ship(chunk, self.slots)
                 slot = chunk.slot
-            future = self.pool.submit(process_chunk, chunk, self.out)
+            if self.writers is None:
+                future = self.pool.submit(process_chunk, chunk, self.out)
+            else:
+                future = self._split_then_write(chunk, self.writers)
         except BaseException:
             self._give_back(slot)
             raise
@@ -433,6 +440,28 @@ class Dispatch:
             self._busy += 1
         index = chunk.input_index
         future.add_done_callback(lambda f: self._done(f, index, slot))
+
+    def _split_then_write(self, chunk: Chunk, writers: Executor) -> Future:
+        """process_chunk in two steps: a future that is done when `chunk` has been
+        split on the pool and then written by `writers`."""
+        done: Future = Future()
+
+        def split(step: Future) -> None:
+            if _failed(step, done):
+                return
+            try:
+                write = writers.submit(write_chunk, self.out, *step.result())
+            except BaseException as exc:  # the writers are shut down: prep is stopping
+                done.set_exception(exc)
+            else:
+                write.add_done_callback(written)
+
+        def written(step: Future) -> None:
+            if not _failed(step, done):
+                done.set_result(step.result())
+
+        self.pool.submit(split_chunk, chunk).add_done_callback(split)
+        return done
 
     def _give_back(self, slot: int | None) -> None:
         """Free a chunk's place (and its shared slot)."""
@@ -452,6 +481,17 @@ class Dispatch:
         """Until every chunk handed over is done (written or failed)."""
         with self._idle:
             self._idle.wait_for(lambda: self._busy == 0)
+
+
+def _failed(step: Future, done: Future) -> bool:
+    """Whether `step` was cancelled or failed; if so, `done` is too."""
+    if step.cancelled():
+        done.cancel()
+    elif step.exception() is not None:
+        done.set_exception(step.exception())
+    else:
+        return False
+    return True
 
 
 def _read_inputs(
@@ -518,6 +558,15 @@ def _start_workers(opts: PrepOptions, pipe: Pipeline) -> tuple[Executor, int, Sl
         _close_slots()
         raise
     return pool, limit, _slots
+
+
+def _start_writers(opts: PrepOptions) -> Executor:
+    """Threads that compress and write the shards of split chunks, so that a worker
+    goes on to its next chunk at once; for fewer workers than cores, where cores would
+    otherwise wait for a worker's compress-hash-write. 2 cores, 50 MB, 1 worker, 8
+    alternating rounds: median 0.83 s without, 0.72 s with (bench/prep.py). One more
+    than the workers: one chunk's hash and write overlap the next one's compression."""
+    return ThreadPoolExecutor(opts.workers + 1, thread_name_prefix="aunet-write")
 
 
 def _close_slots() -> None:
