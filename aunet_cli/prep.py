@@ -334,12 +334,12 @@ def prep(
     with ExitStack() as cleanup:  # undone in reverse order, on every path
         cleanup.callback(keep_freed_memory())  # before worker processes fork: they inherit it
         cleanup.callback(arrow_threads_for(opts.workers))
-        pool, limit, slots = _start_workers(opts, pipeline)
-        cleanup.callback(_close_slots)
-        writers = _start_writers(opts) if idle_cores and slots is None else None
+        writers = _start_writers(opts) if idle_cores and worker_threads(opts, pipeline) else None
         if writers is not None:
             cleanup.callback(writers.shutdown, cancel_futures=True)
-        cleanup.callback(pool.shutdown, cancel_futures=True)  # first: it may still hand over
+        pool, limit, slots = _start_workers(opts, pipeline)
+        cleanup.callback(_close_slots)
+        cleanup.callback(pool.shutdown, cancel_futures=True)  # before the writers: see Dispatch
         _run_workers(inputs, out, opts, progress, Dispatch(pool, limit, slots, out, writers))
     return _finish(out, inputs, fp, pipeline)
 
@@ -388,8 +388,9 @@ class Dispatch:
     flight (a free place is reused as soon as any chunk is done), and keeps the first
     failure of each input. A failure in input i stops the readers of input i and of
     every later input; earlier ones read on, as a single reader would have. With
-    `writers`, a worker splits a chunk and hands its shards to them to compress and
-    write (see _start_writers); a chunk's place is free once it is written."""
+    `writers`, a worker splits a chunk and hands its shards to them (see
+    _start_writers); a chunk's place is free once it is written. So the pool is shut
+    down before the writers: a split still running hands its chunk over."""
 
     def __init__(
         self,
@@ -529,15 +530,20 @@ def _read_inputs(
         raise dispatch.failures[min(dispatch.failures)]
 
 
+def worker_threads(opts: PrepOptions, pipe: Pipeline) -> bool:
+    """Whether the workers are threads of this process (else processes)."""
+    return opts.workers == 1 or releases_gil(pipe)
+
+
 def _start_workers(opts: PrepOptions, pipe: Pipeline) -> tuple[Executor, int, Slots | None]:
     """(pool, chunks in flight, shared slots). Workers are threads of this process when
     the stages release the GIL (the C scan, zstd and the hashes do), so nothing is
     copied between processes (bench/prep_scaling.py); else forked processes, which get
     their chunks through shared slots."""
     global _slots
-    if opts.workers == 1 or releases_gil(pipe):
+    if worker_threads(opts, pipe):
         pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="aunet-chunk")
-        return pool, opts.workers + 1, None  # one chunk waits for each free thread
+        return pool, opts.workers + 1, None  # one more: read ahead, or being written
     from concurrent.futures import ProcessPoolExecutor  # only for GIL-bound splitters
     from multiprocessing import get_context
 
@@ -561,11 +567,13 @@ def _start_workers(opts: PrepOptions, pipe: Pipeline) -> tuple[Executor, int, Sl
 
 
 def _start_writers(opts: PrepOptions) -> Executor:
-    """Threads that compress and write the shards of split chunks, so that a worker
-    goes on to its next chunk at once; for fewer workers than cores, where cores would
-    otherwise wait for a worker's compress-hash-write. 2 cores, 50 MB, 1 worker, 8
-    alternating rounds: median 0.83 s without, 0.72 s with (bench/prep.py). One more
-    than the workers: one chunk's hash and write overlap the next one's compression."""
+    """Threads that write the shards of split chunks (compressed on Arrow's pool,
+    hashed, written, fsynced), so that a worker goes on to its next chunk at once; for
+    fewer worker threads than cores, where cores would otherwise wait for a worker's
+    writes. 2 cores, 50 MB, 1 worker, 8 alternating rounds: median 0.83 s without,
+    0.72 s with. One more than the workers: one chunk's hash and write overlap the
+    next one's compression. Chunks in flight stay at most workers + 1: a chunk's place
+    is free once it is written."""
     return ThreadPoolExecutor(opts.workers + 1, thread_name_prefix="aunet-write")
 
 

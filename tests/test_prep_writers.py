@@ -1,11 +1,12 @@
 """Writer threads (fewer workers than cores): a worker splits a chunk and hands its
 shards to a writer, then goes on to its next chunk. The output is the same as when
 each worker writes its own; a failure in either step stops prep with that error, and
-a rerun finishes the job."""
+a rerun finishes the job; chunks in flight stay bounded."""
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -52,6 +53,36 @@ def test_writers_write_the_same_files_as_workers(tmp_path, monkeypatch, writer_t
     assert files(tmp_path / "own") == files(tmp_path / "behind")
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_chunks_in_flight_stay_bounded_with_slow_writers(tmp_path, monkeypatch, workers):
+    """A chunk keeps its place until it is written: with writers slower than the
+    workers, chunks split and not yet written never exceed workers + 1 (memory)."""
+    monkeypatch.setattr(prep_module, "default_workers", lambda: 4)
+    lock = threading.Lock()
+    now = peak = 0
+    split, write = prep_module.split_chunk, prep_module.write_chunk
+
+    def counted_split(chunk):
+        nonlocal now, peak
+        with lock:
+            now += 1
+            peak = max(peak, now)
+        return split(chunk)
+
+    def slow_write(*args):
+        nonlocal now
+        time.sleep(0.01)
+        result = write(*args)
+        with lock:
+            now -= 1
+        return result
+
+    monkeypatch.setattr(prep_module, "split_chunk", counted_split)
+    monkeypatch.setattr(prep_module, "write_chunk", slow_write)
+    run(make_inputs(tmp_path / "in"), tmp_path / "out", readers=1, workers=workers)
+    assert peak == workers + 1
+
+
 @pytest.mark.parametrize("step", ["split_chunk", "write_chunk"])
 def test_a_failing_step_stops_prep_and_a_rerun_finishes(tmp_path, monkeypatch, step):
     inputs = make_inputs(tmp_path / "in")
@@ -84,8 +115,8 @@ def test_a_chunk_handed_to_stopped_writers_fails_instead_of_hanging(tmp_path):
     """Writers shut down while a split is running (prep stopping): the chunk's future
     still ends, so nothing waits for it forever."""
     pool, writers = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    release = threading.Event()
     try:
-        release = threading.Event()
         dispatch = prep_module.Dispatch(pool, 2, None, tmp_path, writers)
         pool.submit(release.wait)  # the split below queues behind this
         prep_module._init_worker(("regex-words",))
@@ -96,4 +127,5 @@ def test_a_chunk_handed_to_stopped_writers_fails_instead_of_hanging(tmp_path):
         with pytest.raises(RuntimeError, match="shutdown"):
             done.result(timeout=30)
     finally:
+        release.set()
         pool.shutdown()
