@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gzip
+import hashlib
 import io
 import json
 import random
@@ -59,6 +60,22 @@ def test_c_cut_equals_python_cut(monkeypatch, doc_per):
         want = as_docs(readers._txt(opts, io.BytesIO(text)))
         got = as_docs(readers._txt_blocks(opts, io.BytesIO(text)))
         assert got == want, (trial, text)
+
+
+@pytest.mark.parametrize("doc_per", ["paragraph", "line"])
+def test_c_cut_read_straight_from_the_tap_equals_python_cut(monkeypatch, doc_per):
+    """Uncompressed input is read from its Tap into one buffer per block (no copies):
+    the same documents, and the Tap still hashes every byte once, in order."""
+    rng = random.Random(f"tap {doc_per}")
+    opts = ReadOptions(doc_per=doc_per)
+    for trial in range(500):
+        text = random_text(rng, rng.randint(0, 80))
+        monkeypatch.setattr(readers, "BLOCK", rng.choice([1, 2, 3, 5, 8, 64, 1 << 22]))
+        want = as_docs(readers._txt(opts, io.BytesIO(text)))
+        tap = readers.Tap(io.BytesIO(text))
+        got = as_docs(readers._txt_blocks(opts, io.BufferedReader(tap)))
+        assert got == want, (trial, text)
+        assert (tap.sha256(), tap.position) == (hashlib.sha256(text).hexdigest(), len(text))
 
 
 def test_c_cut_keeps_the_carry_and_counts_records():
