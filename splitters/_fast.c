@@ -248,23 +248,23 @@ done:
  * their document) of bytes with level >= k, as Arrow list offsets + values (int32).
  * The level of byte i is lut[lv[i]] (lut clamped to depth). */
 
-/* counts[k] = number of bytes in [lo, hi) with level >= k, k = 1..depth */
-static void count_levels(const uint8_t *restrict lv, const uint8_t *restrict lut, Py_ssize_t lo,
-                         Py_ssize_t hi, int depth, Py_ssize_t *counts) {
-    Py_ssize_t h[4][256];
-    memset(h, 0, sizeof h);
-    Py_ssize_t i = lo;
+#define LOW7 0x7F7F7F7F7F7F7F7FULL
+#define HIGH1 0x8080808080808080ULL
+
+/* The number of non-zero bytes in [lo, hi): room enough for every stage's points
+ * (a point of any stage has a non-zero level byte); the lists are cut to size after
+ * the fill. A histogram of exact counts per stage cost 4x as much. */
+static Py_ssize_t count_nonzero(const uint8_t *restrict lv, Py_ssize_t lo, Py_ssize_t hi) {
+    Py_ssize_t n = 0, i = lo;
     for (; i + 8 <= hi; i += 8) {
         uint64_t w;
         memcpy(&w, lv + i, 8);
-        if (!w) continue; /* level 0 whatever the lut */
-        h[0][lv[i]]++, h[1][lv[i + 1]]++, h[2][lv[i + 2]]++, h[3][lv[i + 3]]++;
-        h[0][lv[i + 4]]++, h[1][lv[i + 5]]++, h[2][lv[i + 6]]++, h[3][lv[i + 7]]++;
+        /* 1 in the low bit of each non-zero byte, then the sum of the 8 bytes */
+        const uint64_t m = ((((w & LOW7) + LOW7) | w) & HIGH1) >> 7;
+        n += (Py_ssize_t)((m * 0x0101010101010101ULL) >> 56);
     }
-    for (; i < hi; i++) h[0][lv[i]]++;
-    for (int k = 0; k <= depth; k++) counts[k] = 0;
-    for (int b = 1; b < 256; b++) counts[lut[b]] += h[0][b] + h[1][b] + h[2][b] + h[3][b];
-    for (int k = depth - 1; k >= 1; k--) counts[k] += counts[k + 1];
+    for (; i < hi; i++) n += lv[i] != 0;
+    return n;
 }
 
 /* Fill: for each non-zero byte (found 8 at a time), its offset is written to the
@@ -299,11 +299,9 @@ static void count_levels(const uint8_t *restrict lv, const uint8_t *restrict lut
         for (; i < end; i++) PUSH(DEPTH, i);                                            \
     }
 
-#define LOW7 0x7F7F7F7F7F7F7F7FULL
-#define HIGH1 0x8080808080808080ULL
 static void fill_lists(const uint8_t *restrict lv, const uint8_t *restrict lut,
                        const int64_t *restrict off, Py_ssize_t n_docs, int depth,
-                       int32_t *restrict *o, int32_t *restrict *v) {
+                       int32_t *restrict *o, int32_t *restrict *v, Py_ssize_t *counts) {
     Py_ssize_t n[10] = {0};
     switch (depth) {
     case 1: FILL_DOCS(1) break;
@@ -312,7 +310,7 @@ static void fill_lists(const uint8_t *restrict lv, const uint8_t *restrict lut,
     case 4: FILL_DOCS(4) break;
     default: FILL_DOCS(depth) break;
     }
-    for (int k = 1; k <= depth; k++) o[k][n_docs] = (int32_t)n[k];
+    for (int k = 1; k <= depth; k++) o[k][n_docs] = (int32_t)(counts[k] = n[k]);
 }
 #undef FILL_DOCS
 #undef PUSH
@@ -320,9 +318,9 @@ static void fill_lists(const uint8_t *restrict lv, const uint8_t *restrict lut,
 /* [(list_offsets, values)] per stage; the GIL is held on entry and on return. */
 static PyObject *build_lists(const uint8_t *lv, const uint8_t *lut, const int64_t *off,
                              Py_ssize_t n_docs, int depth) {
-    Py_ssize_t counts[10];
+    Py_ssize_t room, counts[10];
     Py_BEGIN_ALLOW_THREADS
-    count_levels(lv, lut, off[0], off[n_docs], depth, counts);
+    room = count_nonzero(lv, off[0], off[n_docs]);
     Py_END_ALLOW_THREADS
     PyObject *result = PyList_New(depth);
     if (!result) return NULL;
@@ -330,7 +328,7 @@ static PyObject *build_lists(const uint8_t *lv, const uint8_t *lut, const int64_
     int32_t *o[10], *v[10];
     for (int k = 1; k <= depth; k++) {
         PyObject *lo = PyByteArray_FromStringAndSize(NULL, (n_docs + 1) * 4);
-        PyObject *va = PyByteArray_FromStringAndSize(NULL, (counts[k] + 1) * 4);
+        PyObject *va = PyByteArray_FromStringAndSize(NULL, (room + 1) * 4);
         if (!lo || !va) {
             Py_XDECREF(lo);
             Py_XDECREF(va);
@@ -343,7 +341,7 @@ static PyObject *build_lists(const uint8_t *lv, const uint8_t *lut, const int64_
         PyList_SET_ITEM(result, k - 1, Py_BuildValue("(NN)", lo, va));
     }
     Py_BEGIN_ALLOW_THREADS
-    fill_lists(lv, lut, off, n_docs, depth, o, v);
+    fill_lists(lv, lut, off, n_docs, depth, o, v, counts);
     Py_END_ALLOW_THREADS
     for (int k = 1; k <= depth; k++) {
         if (PyByteArray_Resize(vals[k], counts[k] * 4) < 0) {
