@@ -595,8 +595,10 @@ def report(
               f"{r.p1_excl / r.ref:.2f}x the reference split (the rate of a long run)")  # fmt: skip
     for r in (r for r in rows if r.stages == 3):
         sp, spc = r.pn / r.p1, r.pn / r.pc
+        busy = r.one.cpu / r.one.wall  # threads besides the worker's: reading, writing
         print(f"- {r.corpus}, 3 stages: {n_workers} workers = {sp:.3f}x one worker "
-              f"(near-linear: ~{n_workers}x; efficiency {sp / n_workers:.0%}); "
+              f"(near-linear: ~{n_workers}x; efficiency {sp / n_workers:.0%}; one worker "
+              f"kept {busy:.2f} cores busy on average); "
               f"= {spc:.3f}x one worker held to one core ({r.pc:.2f} MB/s; efficiency "
               f"{spc / n_workers:.0%})")  # fmt: skip
     for r in (r for r in rows if r.stages == 3):
