@@ -451,8 +451,8 @@ def _txt_blocks(opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBlock]:
     k = 0  # record number of the last piece
     while True:
         buf = read_after(carry, BLOCK)
-        block = len(buf) > len(carry)
-        data, offsets, keys, records, empty, at = _c_cut(buf, paragraphs, not block)
+        final = len(buf) == len(carry)  # nothing more to read
+        data, offsets, keys, records, empty, at = _c_cut(buf, paragraphs, final)
         carry = bytes(buf[at:])
         skipped: Counter[str] = Counter()
         if empty:
@@ -461,7 +461,7 @@ def _txt_blocks(opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBlock]:
             data, np.frombuffer(offsets, np.int64), np.frombuffer(keys, np.int64) + k, skipped
         )
         k += records
-        if not block:
+        if final:
             return
 
 
