@@ -84,10 +84,13 @@ def test_chunks_in_flight_stay_bounded_with_slow_writers(tmp_path, monkeypatch, 
 
 
 @pytest.mark.parametrize("step", ["split_chunk", "write_chunk"])
-def test_a_failing_step_stops_prep_and_a_rerun_finishes(tmp_path, monkeypatch, step):
+def test_a_failing_step_stops_prep_and_a_rerun_finishes(
+    tmp_path, monkeypatch, writer_threads, step
+):
     inputs = make_inputs(tmp_path / "in")
     monkeypatch.setattr(prep_module, "default_workers", lambda: 4)
     run(inputs, tmp_path / "whole", readers=1, workers=1)
+    assert writer_threads and all(name.startswith("aunet-write") for name in writer_threads)
 
     real = getattr(prep_module, step)
     calls = 0
