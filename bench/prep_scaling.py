@@ -37,12 +37,20 @@ One reading thread cuts one input at a time; `--files K` splits the corpus into 
 files (whole paragraphs or lines) in one folder, so that prep's reading threads (one
 per 4 workers, `--readers`) read several at once.
 
+`--independent` measures what any N-way prep could get here: N separate 1-worker
+preps run at once, each held to its own core (one hardware thread per physical core
+first, from sysfs) and each on its own 1/N of the corpus, against one such run alone.
+Nothing is shared between them but the machine (physical cores, caches, memory
+bandwidth, the disk), so "vs N separate" (prep's N-worker rate over theirs, both
+without start-up) is the efficiency that no worker design can beat by much.
+
 Every cell is the best of --repeat interleaved rounds (each round runs every N once).
 
     .venv/bin/python bench/prep_scaling.py                     # 200 MB, N = 1, 2, 4, ...
     .venv/bin/python bench/prep_scaling.py --mb 400 --workers 1,2,4,8,16
     .venv/bin/python bench/prep_scaling.py --jsonl --files 8  # like a folder of DCLM files
     .venv/bin/python bench/prep_scaling.py --mb 1000 --files 16 --processes  # threads vs processes
+    .venv/bin/python bench/prep_scaling.py --independent  # against N separate one-core preps
 """
 
 from __future__ import annotations
@@ -147,6 +155,46 @@ def thread_ceiling(n: int, seconds: float = 0.5) -> float:
     return run(n) / run(1)
 
 
+def topology(cores: list[int]) -> tuple[int, list[int]]:
+    """(physical cores among `cores`, `cores` ordered one hardware thread per physical
+    core first, then their siblings), from Linux's sysfs; each cpu its own core
+    elsewhere."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for cpu in cores:
+        top = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            key = ((top / "physical_package_id").read_text(), (top / "core_id").read_text())
+        except OSError:
+            key = (str(cpu), "")
+        groups.setdefault(key, []).append(cpu)
+    rounds = max(len(g) for g in groups.values())
+    spread = [g[i] for i in range(rounds) for g in groups.values() if i < len(g)]
+    return len(groups), spread
+
+
+def independent(parts: list[Path], specs: list[str], work: Path, cpus: list[int]) -> float:
+    """Wall seconds of len(cpus) separate 1-worker preps run at once, prep i on
+    parts[i] and held to cpus[i]: N times the work of one such run with nothing
+    shared but the machine (cores, caches, memory bandwidth, the disk)."""
+    failures: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            run_prep(parts[i], specs, 1, work / f"out-alone-{i}", {cpus[i]})
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(cpus))]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=200, help="corpus size, MB (default 200)")
@@ -160,6 +208,11 @@ def main() -> None:
         "--files", type=int, default=1, help="split the corpus into this many files (1)"
     )
     ap.add_argument(
+        "--independent", action="store_true",
+        help="also run N separate 1-worker preps at once, each held to its own core: "
+        "the most N-way prep can get from this machine",
+    )  # fmt: skip
+    ap.add_argument(
         "--processes", action="store_true",
         help="also run each N > 1 with worker processes instead of threads",
     )  # fmt: skip
@@ -172,6 +225,8 @@ def main() -> None:
     print()
     print(f"- CPU: {cpu_model()}; usable cores = {len(cores)}; "
           f"memory = {psutil.virtual_memory().total / 2**30:.1f} GiB")  # fmt: skip
+    physical, spread = topology(cores)
+    print(f"- physical cores among them: {physical} (sysfs topology)")
     print(f"- Python {platform.python_version()}; aunet commit {git_head()}; {arrow_pool()}")
     precompile()
     backend = importlib.import_module("splitters.regex_family").BACKEND["name"]
@@ -185,12 +240,22 @@ def main() -> None:
                                  work / "en.txt")  # fmt: skip
         size = corpus.stat().st_size
         print(f"- corpus: en pydocs repeated to {size / MB:.1f} MB; 3 stages ({', '.join(specs)})")
+        text_share = 1.0  # text bytes per corpus file byte
         if args.jsonl:
             corpus, size = as_jsonl(corpus)
+            text_share = size / corpus.stat().st_size
             print(f"- as JSON lines: {corpus.stat().st_size / MB:.1f} MB, of which {size / MB:.1f} "
                   "MB documents' text (the MB/s below count the text)")  # fmt: skip
+        sep = b"\n" if args.jsonl else b"\n\n"
+        parts: list[Path] = []
+        piece: list[float] = []
+        if args.independent:
+            parts = sorted(split_files(corpus, max(ns), sep, work / "independent").iterdir())
+            piece = [p.stat().st_size * text_share / MB for p in parts]  # MB of text
+            print(f"- independent runs: {max(ns)} pieces of about {size / max(ns) / MB:.1f} MB; "
+                  f"cores taken in the order {','.join(map(str, spread[: max(ns)]))} "
+                  "(one hardware thread per physical core first)")  # fmt: skip
         if args.files > 1:
-            sep = b"\n" if args.jsonl else b"\n\n"
             corpus = split_files(corpus, args.files, sep, work / "parts")
             print(f"- split into {args.files} files of about {size / args.files / MB:.1f} MB "
                   "(one folder; prep reads one file per reading thread)")  # fmt: skip
@@ -202,10 +267,13 @@ def main() -> None:
         ceilings: dict[tuple[int, bool], float] = {}  # measured before each row's best run
         core = Run()
         startup = math.inf
+        alone = dict.fromkeys(sorted({1, *ns}), math.inf)  # N -> wall of N separate preps
         for r in range(args.repeat):
             print(f"  round {r + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
             startup = min(startup, startup_seconds(specs, work, 2))
             core = best(core, run_prep(corpus, specs, 1, work / "out", {cores[0]}))
+            for n in alone if args.independent else []:
+                alone[n] = min(alone[n], independent(parts, specs, work, spread[:n]))
             for row in rows:
                 ceiling = thread_ceiling(row[0])
                 run = run_prep(corpus, specs, row[0], work / "out", processes=row[1])
@@ -214,25 +282,40 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    separate: dict[int, float] = {}  # N -> MB/s excl. start-up of N separate one-core preps
+
     def rate(run: Run, excl: bool = False) -> float:
         return size / MB / max(run.wall - (startup if excl else 0.0), 1e-9)
 
     print(f"start-up (one-paragraph prep): {startup:.2f} s")
+    if args.independent:
+        print()
+        print("N separate 1-worker preps at once, each held to its own core "
+              "(one piece of the corpus each):")  # fmt: skip
+        print()
+        print("| N | wall s | MB/s excl. start-up | vs 1 |")
+        print("|---:|---:|---:|---:|")
+        for n, wall in alone.items():
+            separate[n] = sum(piece[:n]) / max(wall - startup, 1e-9)
+            print(f"| {n} | {wall:.2f} | {separate[n]:.1f} | {separate[n] / separate[1]:.2f}x |")
     print()
     print("| workers | wall s | CPU s | cores busy | MB/s | speedup | MB/s excl. start-up "
-          "| speedup excl. | vs 1 core | threads ceiling | efficiency | peak RSS MB |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| speedup excl. | vs 1 core | threads ceiling | efficiency | vs N separate "
+          "| peak RSS MB |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     first = runs[ns[0], False]
     base, base_x, core_x = rate(first), rate(first, True), rate(core, True)
     print(f"| 1 on 1 core | {core.wall:.2f} | {core.cpu:.2f} | {core.cpu / core.wall:.2f} | "
-          f"{rate(core):.1f} | | {core_x:.1f} | | 1.00x | | | "
+          f"{rate(core):.1f} | | {core_x:.1f} | | 1.00x | | | | "
           f"{core.rss / 2**20:.0f} |")  # fmt: skip
     for (n, procs), run in runs.items():
         label = f"{n} processes" if procs else str(n)
+        vs_separate = f"{rate(run, True) / separate[n]:.0%}" if n in separate else ""
         print(f"| {label} | {run.wall:.2f} | {run.cpu:.2f} | {run.cpu / run.wall:.2f} | "
               f"{rate(run):.1f} | {rate(run) / base:.2f}x | {rate(run, True):.1f} | "
               f"{rate(run, True) / base_x:.2f}x | {rate(run, True) / core_x:.2f}x | "
               f"{ceilings[n, procs]:.2f}x | {rate(run, True) / core_x / ceilings[n, procs]:.0%} | "
+              f"{vs_separate} | "
               f"{run.rss / 2**20:.0f} |")  # fmt: skip
     print()
     print(f"speedup = MB/s / MB/s of {ns[0]} worker(s); vs 1 core = MB/s excl. start-up / the "
@@ -241,7 +324,10 @@ def main() -> None:
           "hashed (sha256, GIL released) by N threads / by one in the same time, measured "
           "just before the run shown: what N threads can get from this machine; "
           "efficiency = vs 1 core / threads ceiling (over 100% where one worker's own "
-          "helper threads already used more than one core).")  # fmt: skip
+          "helper threads already used more than one core). vs N separate = MB/s excl. "
+          "start-up / that of N separate 1-worker preps run at once, each on its own "
+          "core and its own piece of the corpus (--independent): what N-way prep could "
+          "get here if nothing at all were shared between its workers.")  # fmt: skip
 
 
 if __name__ == "__main__":
