@@ -27,7 +27,12 @@ Chinese one (all of /work/shared/corpora/zh/*.txt, repeated to --zh-mb MB), with
   splitters that hold the GIL); reading and the input's sha256 run on threads of
   their own, and Arrow compresses a shard's columns on its pool, so even one worker
   keeps more than one core busy; "speedup vs 1 core" = N-worker MB/s / this, the
-  per-core scaling. bench/prep_scaling.py measures N = 1, 2, 4, ... on bigger machines.
+  per-core scaling. bench/prep_scaling.py measures N = 1, 2, 4, ... on bigger machines;
+* N separate 1-core preps -- N 1-worker preps at once, each held to its own core
+  and each on 1/N of the corpus (whole paragraphs): what N-way prep could get from
+  this machine if its workers shared nothing but the hardware (a VM's N vCPUs need
+  not do N times the work of one: caches, memory bandwidth, the host's other
+  guests). "N workers vs N separate" = N-worker MB/s / theirs, both without start-up.
 
 This machine's speed varies from second to second (a shared VM: the same pure-Python
 loop takes from 0.15 to 0.33 s), so every column is the best of --repeat rounds, and
@@ -133,6 +138,60 @@ def sample(docs: list[bytes], target: int) -> list[bytes]:
             taken += len(d)
         seen += len(d)
     return picked
+
+
+def split_files(corpus: Path, k: int, sep: bytes, folder: Path) -> Path:
+    """The corpus as k files of about equal size, cut only after `sep` (a paragraph
+    break or a line end), in `folder`; returns the folder (prep's input)."""
+    data = corpus.read_bytes()
+    folder.mkdir()
+    start = 0
+    for i in range(k):
+        stop = len(data) if i == k - 1 else data.find(sep, (i + 1) * len(data) // k)
+        stop = len(data) if stop < 0 else max(stop + len(sep), start)
+        (folder / f"part-{i:03d}{corpus.suffix}").write_bytes(data[start:stop])
+        start = stop
+    return folder
+
+
+def topology(cores: list[int]) -> tuple[int, list[int]]:
+    """(physical cores among `cores`, `cores` ordered one hardware thread per physical
+    core first, then their siblings), from Linux's sysfs; each cpu its own core
+    elsewhere."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for cpu in cores:
+        top = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            key = ((top / "physical_package_id").read_text(), (top / "core_id").read_text())
+        except OSError:
+            key = (str(cpu), "")
+        groups.setdefault(key, []).append(cpu)
+    rounds = max(len(g) for g in groups.values())
+    spread = [g[i] for i in range(rounds) for g in groups.values() if i < len(g)]
+    return len(groups), spread
+
+
+def independent(parts: list[Path], specs: list[str], work: Path, cpus: list[int]) -> float:
+    """Wall seconds of len(cpus) separate 1-worker preps run at once, prep i on
+    parts[i] and held to cpus[i]: N times the work of one such run with nothing
+    shared but the machine (cores, caches, memory bandwidth, the disk)."""
+    failures: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            run_prep(parts[i], specs, 1, work / f"out-alone-{i}", {cpus[i]})
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(cpus))]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    return time.perf_counter() - t0
 
 
 # --- splitting alone -------------------------------------------------------------------
@@ -403,6 +462,7 @@ class Row:
     core: Run = field(default_factory=Run)  # prep, 1 worker held to one core
     startup: float = math.inf  # s
     other: float = 0.0  # busy cores outside the benchmark
+    separate: float = math.inf  # wall s of N separate one-core preps, each on 1/N
 
     def rate(self, run: Run, startup: float = 0.0) -> float:
         """MB/s of a run; with `startup`, once that fixed cost is taken out."""
@@ -412,6 +472,8 @@ class Row:
     pn = property(lambda self: self.rate(self.many))
     pc = property(lambda self: self.rate(self.core))
     p1_excl = property(lambda self: self.rate(self.one, self.startup))
+    pn_excl = property(lambda self: self.rate(self.many, self.startup))
+    sep_excl = property(lambda self: self.size / MB / max(self.separate - self.startup, 1e-9))
     pc_excl = property(lambda self: self.rate(self.core, self.startup))
 
 
@@ -487,6 +549,10 @@ def main() -> None:
     print("- load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     one_core = {min(os.sched_getaffinity(0))} if hasattr(os, "sched_getaffinity") else None
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    physical, spread = topology(cores)
+    print(f"- physical cores: {physical} (sysfs topology); N separate preps take cores "
+          f"{','.join(map(str, spread[:n_workers]))}")  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still clean up the work dir
     work_root = BENCH / "_work"
     work_root.mkdir(exist_ok=True)
@@ -505,7 +571,11 @@ def main() -> None:
             docs = paragraphs(data)
             # From one copy of the sources: a repeated corpus adds nothing to the sample.
             ref_docs = sample(paragraphs(one_copy), int(args.ref_mb * MB))
-            built.append((name, path, len(data), docs, ref_docs))
+            pieces = []  # for N separate preps: the corpus in N files of whole paragraphs
+            if n_workers <= len(spread):
+                folder = split_files(path, n_workers, b"\n\n", work / f"{name.split()[0]}-pieces")
+                pieces = sorted(folder.iterdir())
+            built.append((name, path, len(data), docs, ref_docs, pieces))
             biggest = max(map(len, docs))
             print(f"- corpus {name}: {len(data) / MB:.2f} MB, {len(docs)} paragraphs "
                   f"(largest {biggest / MB:.2f} MB), reference sample "
@@ -514,7 +584,7 @@ def main() -> None:
         print()
         sys.stdout.flush()
 
-        for name, path, size, docs, ref_docs in built:
+        for name, path, size, docs, ref_docs, pieces in built:
             for k in (1, 2, 3):
                 specs = list(STAGES[:k])
                 print(f"  running {name}, {k} stage(s) ...", file=sys.stderr, flush=True)
@@ -531,6 +601,9 @@ def main() -> None:
                     row.many = best(row.many, run_prep(path, specs, n_workers, work / "out"))
                     row.core = best(row.core, run_prep(path, specs, 1, work / "out", one_core))
                     row.startup = min(row.startup, startup_seconds(specs, work, 2))
+                    if pieces:
+                        wall = independent(pieces, specs, work, spread[:n_workers])
+                        row.separate = min(row.separate, wall)
                 row.other = load.cores()
                 rows.append(row)
                 if not args.no_check:
@@ -550,15 +623,18 @@ def report(
         f"| prep {n_workers} workers MB/s | speedup | ratio vs reference "
         "| peak RSS 1w (MB) | peak RSS Nw (MB) | prep 1 worker on 1 core MB/s "
         "| speedup vs 1 core | start-up s | prep 1 worker excl. start-up MB/s "
-        "| ratio excl. start-up | 1 core excl. start-up MB/s |"
+        "| ratio excl. start-up | 1 core excl. start-up MB/s "
+        f"| {n_workers} separate 1-core preps excl. start-up MB/s "
+        f"| {n_workers} workers vs {n_workers} separate, excl. start-up |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|" + "---:|" * 17)
     for r in rows:
         print(
             f"| {r.corpus} | {r.stages} | {r.ref:.3f} | {r.ours:.3f} | {r.p1:.3f} "
             f"| {r.pn:.3f} | {r.pn / r.p1:.3f}x | {r.p1 / r.ref:.2f}x | {r.one.rss / MB:.1f} "
             f"| {r.many.rss / MB:.1f} | {r.pc:.3f} | {r.pn / r.pc:.3f}x | {r.startup:.2f} "
-            f"| {r.p1_excl:.3f} | {r.p1_excl / r.ref:.2f}x | {r.pc_excl:.3f} |"
+            f"| {r.p1_excl:.3f} | {r.p1_excl / r.ref:.2f}x | {r.pc_excl:.3f} "
+            f"| {r.sep_excl:.3f} | {r.pn_excl / r.sep_excl:.0%} |"
         )
     print()
     print(f"Every column is the best of {repeat} rounds; each round timed every column once.")
@@ -600,7 +676,10 @@ def report(
               f"(near-linear: ~{n_workers}x; efficiency {sp / n_workers:.0%}; one worker "
               f"kept {busy:.2f} cores busy on average); "
               f"= {spc:.3f}x one worker held to one core ({r.pc:.2f} MB/s; efficiency "
-              f"{spc / n_workers:.0%})")  # fmt: skip
+              f"{spc / n_workers:.0%}). Excluding start-up, {n_workers} separate one-core "
+              f"preps, each on 1/{n_workers} of the corpus and sharing nothing but the "
+              f"machine, did {r.sep_excl / r.pc_excl:.2f}x one alone here; {n_workers} "
+              f"workers did {r.pn_excl / r.sep_excl:.0%} of what they did")  # fmt: skip
     for r in (r for r in rows if r.stages == 3):
         ratio = r.pc / r.ref
         print(f"- {r.corpus}, 3 stages, 1 worker on 1 core: {ratio:.2f}x the reference split")

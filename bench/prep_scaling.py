@@ -84,11 +84,14 @@ from prep import (  # noqa: E402  (bench/prep.py)
     build_corpus,
     cpu_model,
     git_head,
+    independent,
     paragraphs,
     precompile,
     run_prep,
     scaling_ceiling,
+    split_files,
     startup_seconds,
+    topology,
 )
 
 
@@ -115,20 +118,6 @@ def as_jsonl(corpus: Path) -> tuple[Path, int]:
     return dest, text_bytes
 
 
-def split_files(corpus: Path, k: int, sep: bytes, folder: Path) -> Path:
-    """The corpus as k files of about equal size, cut only after `sep` (a paragraph
-    break or a line end), in `folder`; returns the folder (prep's input)."""
-    data = corpus.read_bytes()
-    folder.mkdir()
-    start = 0
-    for i in range(k):
-        stop = len(data) if i == k - 1 else data.find(sep, (i + 1) * len(data) // k)
-        stop = len(data) if stop < 0 else max(stop + len(sep), start)
-        (folder / f"part-{i:03d}{corpus.suffix}").write_bytes(data[start:stop])
-        start = stop
-    return folder
-
-
 def thread_ceiling(n: int, seconds: float = 0.5) -> float:
     """Bytes hashed by n threads / by one thread, in the same time: what n threads of C
     code that releases the GIL (as prep's workers are, mostly) can get from this
@@ -153,46 +142,6 @@ def thread_ceiling(n: int, seconds: float = 0.5) -> float:
         return sum(total)
 
     return run(n) / run(1)
-
-
-def topology(cores: list[int]) -> tuple[int, list[int]]:
-    """(physical cores among `cores`, `cores` ordered one hardware thread per physical
-    core first, then their siblings), from Linux's sysfs; each cpu its own core
-    elsewhere."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for cpu in cores:
-        top = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            key = ((top / "physical_package_id").read_text(), (top / "core_id").read_text())
-        except OSError:
-            key = (str(cpu), "")
-        groups.setdefault(key, []).append(cpu)
-    rounds = max(len(g) for g in groups.values())
-    spread = [g[i] for i in range(rounds) for g in groups.values() if i < len(g)]
-    return len(groups), spread
-
-
-def independent(parts: list[Path], specs: list[str], work: Path, cpus: list[int]) -> float:
-    """Wall seconds of len(cpus) separate 1-worker preps run at once, prep i on
-    parts[i] and held to cpus[i]: N times the work of one such run with nothing
-    shared but the machine (cores, caches, memory bandwidth, the disk)."""
-    failures: list[BaseException] = []
-
-    def one(i: int) -> None:
-        try:
-            run_prep(parts[i], specs, 1, work / f"out-alone-{i}", {cpus[i]})
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(cpus))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise failures[0]
-    return time.perf_counter() - t0
 
 
 def main() -> None:
