@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from itertools import pairwise
 
 import numpy as np
@@ -167,6 +169,23 @@ def test_cached_class_table_matches_a_fresh_build():
     from splitters.unicode_classes import _build_table, class_table
 
     assert (class_table() == _build_table()).all()
+
+
+def test_the_class_table_cache_is_keyed_by_the_regex_version_and_found_without_regex():
+    """Start-up: a prep whose table is cached does not import `regex` (5-10 ms)."""
+    import regex
+
+    from splitters.unicode_classes import _regex_version, class_table
+
+    assert _regex_version() == regex.__version__
+    class_table()  # the cache exists now, where the child process looks too
+    code = (
+        "import sys; from splitters import Pipeline, TextBatch; "
+        "p = Pipeline.from_specs(['regex-words', 'regex-word-pairs', 'regex-4words']); "
+        "p.levels(TextBatch.from_docs([b'a b, c'])); print('regex' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_utf8_chars_every_pools_every_nth_character_of_each_document():
