@@ -4,7 +4,8 @@ Each input is cut into chunks of about `shard_bytes`; a chunk's documents always
 land in the same shard files, whatever the number of workers, reading threads or
 machines. A chunk is done when its state file exists (written after
 its shards are renamed into place), so a killed run restarts where it stopped
-and re-creates any half-written chunk byte for byte.
+and re-creates any half-written chunk byte for byte (state files and the manifest:
+prep_output.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import threading
 import zlib
 from collections import Counter
@@ -30,7 +30,15 @@ from splitters import Pipeline, TextBatch
 from splitters.regex_family import flag_levels, flag_point_lists
 
 from . import __version__
-from .errors import OutputConflictError
+from .prep_output import (
+    PREP_FORMAT,
+    check_resumable,
+    claim_output,
+    finish,
+    input_state_path,
+    state_path,
+    up_to_date,
+)
 from .readers import DocBlock, InputFile, ReadOptions, file_sha256, open_stream, read_blocks
 from .shards import (
     build_table,
@@ -42,8 +50,6 @@ from .shards import (
 )
 from .slots import Slots
 
-PREP_FORMAT = "aunet-prep/1"
-SPLITS = ("train", "val")
 LEVEL_BATCH_BYTES = 4 << 20  # bounds the splitter's working memory
 
 
@@ -212,7 +218,7 @@ def write_chunk(
     for shard, (rel, table) in zip(state["shards"], tables, strict=True):
         assert shard["path"] == rel
         shard.update(write_atomic(out / rel, table, threads=_compress_on_pool))
-    write_json_atomic(_state_path(out, key), state)
+    write_json_atomic(state_path(out, key), state)
     return state
 
 
@@ -245,14 +251,6 @@ def _levels(pipe: Pipeline, batch: TextBatch) -> np.ndarray:
         out[lo:hi] = pipe.levels(sub)
         start = stop
     return out
-
-
-def _state_path(out: Path, key: str) -> Path:
-    return out / ".state" / f"chunk-{key}.json"
-
-
-def _input_state_path(out: Path, index: int) -> Path:
-    return out / ".state" / f"input-{index:05d}.json"
 
 
 # --- the driver ------------------------------------------------------------------------
@@ -324,9 +322,9 @@ def prep(
     progress = progress or Progress()
     pipeline = Pipeline.from_specs(opts.splitters)
     fp = fingerprint(opts, pipeline)
-    _claim_output(out, fp, overwrite)
+    claim_output(out, fp, overwrite)
     manifest_path = out / "manifest.json"
-    if manifest_path.exists() and _up_to_date(out, inputs):
+    if manifest_path.exists() and up_to_date(out, inputs):
         return json.loads(manifest_path.read_text()) | {"up_to_date": True}
 
     idle_cores = opts.workers < default_workers()
@@ -341,7 +339,7 @@ def prep(
         cleanup.callback(_close_slots)
         cleanup.callback(pool.shutdown, cancel_futures=True)  # before the writers: see Dispatch
         _run_workers(inputs, out, opts, progress, Dispatch(pool, limit, slots, out, writers))
-    return _finish(out, inputs, fp, pipeline)
+    return finish(out, inputs, fp, pipeline.depth)
 
 
 def _run_workers(
@@ -419,8 +417,8 @@ class Dispatch:
 
     def submit(self, chunk: Chunk) -> None:
         self.check(chunk.input_index)
-        if _state_path(self.out, chunk.key).exists():
-            _check_resumable(self.out, chunk)
+        if state_path(self.out, chunk.key).exists():
+            check_resumable(self.out, chunk)
             return
         while not self._room.acquire(timeout=0.1):  # wait for a place, or a stop
             self.check(chunk.input_index)
@@ -636,7 +634,7 @@ def _read_input(ii, inp, opts, out, dispatch, owns, progress) -> None:
             stream.close()
     sha = tap.sha256() if inp.fmt != "parquet" else file_sha256(inp.path)
     write_json_atomic(
-        _input_state_path(out, ii),
+        input_state_path(out, ii),
         {
             "path": inp.display,
             "name": inp.name,
@@ -648,117 +646,6 @@ def _read_input(ii, inp, opts, out, dispatch, owns, progress) -> None:
             "chunks": chunk_index,
         },
     )
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Half-written files of a killed run (their writer is gone; ours use new names)."""
-    for tmp in out.glob("*/.*.tmp-*"):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-
-
-def _claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
-    prep_json = out / ".state" / "prep.json"
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    if prep_json.exists():
-        old = json.loads(prep_json.read_text())
-        if old != fp:
-            diff = [k for k in fp if old.get(k) != fp[k]]
-            raise OutputConflictError(
-                f"{out}: holds shards of a different configuration ({', '.join(diff)} differ: "
-                f"{json.dumps(old.get(diff[0]))} there, {json.dumps(fp[diff[0]])} now); "
-                "choose another --out or pass --overwrite"
-            )
-        _remove_stale_temporaries(out)
-        return
-    if out.exists() and any(p.name != ".state" for p in out.iterdir()):
-        raise OutputConflictError(
-            f"{out}: exists and is not an aunet prep directory; choose another --out or pass "
-            "--overwrite"
-        )
-    write_json_atomic(prep_json, fp)
-
-
-def _check_resumable(out: Path, chunk: Chunk) -> None:
-    state = json.loads(_state_path(out, chunk.key).read_text())
-    if (state["input_size"], state["input_mtime_ns"]) != (chunk.input_size, chunk.input_mtime_ns):
-        raise OutputConflictError(
-            f"{out}: input #{chunk.input_index} changed since the interrupted run "
-            "(size or modification time differ); pass --overwrite to start over"
-        )
-
-
-def _up_to_date(out: Path, inputs: list[InputFile]) -> bool:
-    manifest = json.loads((out / "manifest.json").read_text())
-    if [i["name"] for i in manifest["inputs"]] != [i.name for i in inputs]:
-        return False
-    for ii, inp in enumerate(inputs):
-        path = _input_state_path(out, ii)
-        if (inp.path is None and not inp.builtin) or not path.exists():
-            return False
-        st = json.loads(path.read_text())
-        if (st["name"], st["size"], st["mtime_ns"]) != (inp.name, inp.size, inp.mtime_ns):
-            return False
-    return True
-
-
-def _finish(out: Path, inputs: list[InputFile], fp: dict[str, Any], pipe: Pipeline) -> dict:
-    """Write manifest.json once every chunk of every input is done (by any job)."""
-    input_states = []
-    for ii in range(len(inputs)):
-        path = _input_state_path(out, ii)
-        if not path.exists():
-            return {"complete": False}
-        input_states.append(json.loads(path.read_text()))
-    chunks = []
-    for ii, st in enumerate(input_states):
-        for c in range(st["chunks"]):
-            path = _state_path(out, f"{ii:05d}-{c:05d}")
-            if not path.exists():
-                return {"complete": False}
-            chunks.append(json.loads(path.read_text()))
-    manifest = build_manifest(input_states, chunks, fp, pipe.depth)
-    write_json_atomic(out / "manifest.json", manifest)
-    _remove_stale_temporaries(out)
-    return manifest
-
-
-def build_manifest(input_states, chunks, fp, depth: int) -> dict[str, Any]:
-    def empty() -> dict[str, Any]:
-        return {"documents": 0, "bytes": 0, "units": [0] * depth}
-
-    splits = {s: empty() for s in SPLITS}
-    per_input = [empty() | {"skipped": Counter()} for _ in input_states]
-    skipped: Counter[str] = Counter()
-    shards = []
-    for st in chunks:
-        skipped.update(st["skipped"])
-        per_input[st["input_index"]]["skipped"].update(st["skipped"])
-        for split, s in st["splits"].items():
-            for tgt in (splits[split], per_input[st["input_index"]]):
-                tgt["documents"] += s["documents"]
-                tgt["bytes"] += s["bytes"]
-                tgt["units"] = [a + b for a, b in zip(tgt["units"], s["units"], strict=True)]
-        shards += [sh | {"split": sh["path"].split("/")[0]} for sh in st["shards"]]
-    totals = empty()
-    for s in splits.values():
-        totals["documents"] += s["documents"]
-        totals["bytes"] += s["bytes"]
-        totals["units"] = [a + b for a, b in zip(totals["units"], s["units"], strict=True)]
-    inputs = []
-    for st, counts in zip(input_states, per_input, strict=True):
-        entry = {k: st[k] for k in ("path", "name", "format", "compression", "size", "sha256")}
-        inputs.append(entry | counts | {"skipped": dict(sorted(counts["skipped"].items()))})
-    return {
-        "format": PREP_FORMAT,
-        "tool": {"name": "aunet", "version": __version__},
-        "options": fp,
-        "inputs": inputs,
-        "totals": totals | {"skipped": dict(sorted(skipped.items()))},
-        "splits": splits,
-        "shards": sorted(shards, key=lambda s: s["path"]),
-    }
 
 
 def default_workers() -> int:

@@ -1,0 +1,152 @@
+"""The output directory of `aunet prep`: what makes a run resumable, and its manifest.
+
+A directory is claimed by `.state/prep.json` (the options that must match to resume
+it). Each chunk's state file is written once its shards are renamed into place, and
+each input's once all its chunks are handed over; the manifest is built from these
+files when every input and chunk is done, whichever job or run did the work.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .errors import OutputConflictError
+from .readers import InputFile
+from .shards import write_json_atomic
+
+if TYPE_CHECKING:
+    from .prep import Chunk
+
+PREP_FORMAT = "aunet-prep/1"
+SPLITS = ("train", "val")
+
+
+def state_path(out: Path, key: str) -> Path:
+    return out / ".state" / f"chunk-{key}.json"
+
+
+def input_state_path(out: Path, index: int) -> Path:
+    return out / ".state" / f"input-{index:05d}.json"
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Half-written files of a killed run (their writer is gone; ours use new names)."""
+    for tmp in out.glob("*/.*.tmp-*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
+def claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
+    """Make `out` this configuration's directory, or resume it if it already is one;
+    refuse a directory of another configuration, or not made by prep at all."""
+    prep_json = out / ".state" / "prep.json"
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    if prep_json.exists():
+        old = json.loads(prep_json.read_text())
+        if old != fp:
+            diff = [k for k in fp if old.get(k) != fp[k]]
+            raise OutputConflictError(
+                f"{out}: holds shards of a different configuration ({', '.join(diff)} differ: "
+                f"{json.dumps(old.get(diff[0]))} there, {json.dumps(fp[diff[0]])} now); "
+                "choose another --out or pass --overwrite"
+            )
+        remove_stale_temporaries(out)
+        return
+    if out.exists() and any(p.name != ".state" for p in out.iterdir()):
+        raise OutputConflictError(
+            f"{out}: exists and is not an aunet prep directory; choose another --out or pass "
+            "--overwrite"
+        )
+    write_json_atomic(prep_json, fp)
+
+
+def check_resumable(out: Path, chunk: Chunk) -> None:
+    """A chunk done by an earlier run is kept only if its input is unchanged."""
+    state = json.loads(state_path(out, chunk.key).read_text())
+    if (state["input_size"], state["input_mtime_ns"]) != (chunk.input_size, chunk.input_mtime_ns):
+        raise OutputConflictError(
+            f"{out}: input #{chunk.input_index} changed since the interrupted run "
+            "(size or modification time differ); pass --overwrite to start over"
+        )
+
+
+def up_to_date(out: Path, inputs: list[InputFile]) -> bool:
+    """Whether the manifest there already covers exactly these inputs, unchanged."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    if [i["name"] for i in manifest["inputs"]] != [i.name for i in inputs]:
+        return False
+    for ii, inp in enumerate(inputs):
+        path = input_state_path(out, ii)
+        if (inp.path is None and not inp.builtin) or not path.exists():
+            return False
+        st = json.loads(path.read_text())
+        if (st["name"], st["size"], st["mtime_ns"]) != (inp.name, inp.size, inp.mtime_ns):
+            return False
+    return True
+
+
+def finish(out: Path, inputs: list[InputFile], fp: dict[str, Any], depth: int) -> dict:
+    """Write manifest.json once every chunk of every input is done (by any job)."""
+    input_states = []
+    for ii in range(len(inputs)):
+        path = input_state_path(out, ii)
+        if not path.exists():
+            return {"complete": False}
+        input_states.append(json.loads(path.read_text()))
+    chunks = []
+    for ii, st in enumerate(input_states):
+        for c in range(st["chunks"]):
+            path = state_path(out, f"{ii:05d}-{c:05d}")
+            if not path.exists():
+                return {"complete": False}
+            chunks.append(json.loads(path.read_text()))
+    manifest = build_manifest(input_states, chunks, fp, depth)
+    write_json_atomic(out / "manifest.json", manifest)
+    remove_stale_temporaries(out)
+    return manifest
+
+
+def build_manifest(input_states, chunks, fp, depth: int) -> dict[str, Any]:
+    """manifest.json from the input and chunk state files: counts per split, input
+    and stage, skips by reason, and every shard with its size and hash."""
+
+    def empty() -> dict[str, Any]:
+        return {"documents": 0, "bytes": 0, "units": [0] * depth}
+
+    splits = {s: empty() for s in SPLITS}
+    per_input = [empty() | {"skipped": Counter()} for _ in input_states]
+    skipped: Counter[str] = Counter()
+    shards = []
+    for st in chunks:
+        skipped.update(st["skipped"])
+        per_input[st["input_index"]]["skipped"].update(st["skipped"])
+        for split, s in st["splits"].items():
+            for tgt in (splits[split], per_input[st["input_index"]]):
+                tgt["documents"] += s["documents"]
+                tgt["bytes"] += s["bytes"]
+                tgt["units"] = [a + b for a, b in zip(tgt["units"], s["units"], strict=True)]
+        shards += [sh | {"split": sh["path"].split("/")[0]} for sh in st["shards"]]
+    totals = empty()
+    for s in splits.values():
+        totals["documents"] += s["documents"]
+        totals["bytes"] += s["bytes"]
+        totals["units"] = [a + b for a, b in zip(totals["units"], s["units"], strict=True)]
+    inputs = []
+    for st, counts in zip(input_states, per_input, strict=True):
+        entry = {k: st[k] for k in ("path", "name", "format", "compression", "size", "sha256")}
+        inputs.append(entry | counts | {"skipped": dict(sorted(counts["skipped"].items()))})
+    return {
+        "format": PREP_FORMAT,
+        "tool": {"name": "aunet", "version": __version__},
+        "options": fp,
+        "inputs": inputs,
+        "totals": totals | {"skipped": dict(sorted(skipped.items()))},
+        "splits": splits,
+        "shards": sorted(shards, key=lambda s: s["path"]),
+    }
