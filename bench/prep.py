@@ -166,7 +166,7 @@ def topology(cores: list[int]) -> tuple[int, list[int]]:
         except OSError:
             key = (str(cpu), "")
         groups.setdefault(key, []).append(cpu)
-    rounds = max(len(g) for g in groups.values())
+    rounds = max((len(g) for g in groups.values()), default=0)
     spread = [g[i] for i in range(rounds) for g in groups.values() if i < len(g)]
     return len(groups), spread
 
@@ -634,7 +634,7 @@ def report(
             f"| {r.pn:.3f} | {r.pn / r.p1:.3f}x | {r.p1 / r.ref:.2f}x | {r.one.rss / MB:.1f} "
             f"| {r.many.rss / MB:.1f} | {r.pc:.3f} | {r.pn / r.pc:.3f}x | {r.startup:.2f} "
             f"| {r.p1_excl:.3f} | {r.p1_excl / r.ref:.2f}x | {r.pc_excl:.3f} "
-            f"| {r.sep_excl:.3f} | {r.pn_excl / r.sep_excl:.0%} |"
+            + (f"| {r.sep_excl:.3f} | {r.pn_excl / r.sep_excl:.0%} |" if r.sep_excl else "| | |")
         )
     print()
     print(f"Every column is the best of {repeat} rounds; each round timed every column once.")
@@ -676,10 +676,12 @@ def report(
               f"(near-linear: ~{n_workers}x; efficiency {sp / n_workers:.0%}; one worker "
               f"kept {busy:.2f} cores busy on average); "
               f"= {spc:.3f}x one worker held to one core ({r.pc:.2f} MB/s; efficiency "
-              f"{spc / n_workers:.0%}). Excluding start-up, {n_workers} separate one-core "
+              f"{spc / n_workers:.0%})" + (
+              f". Excluding start-up, {n_workers} separate one-core "
               f"preps, each on 1/{n_workers} of the corpus and sharing nothing but the "
               f"machine, did {r.sep_excl / r.pc_excl:.2f}x one alone here; {n_workers} "
-              f"workers did {r.pn_excl / r.sep_excl:.0%} of what they did")  # fmt: skip
+              f"workers did {r.pn_excl / r.sep_excl:.0%} of what they did"
+              if r.sep_excl else ""))  # fmt: skip
     for r in (r for r in rows if r.stages == 3):
         ratio = r.pc / r.ref
         print(f"- {r.corpus}, 3 stages, 1 worker on 1 core: {ratio:.2f}x the reference split")
