@@ -22,17 +22,20 @@ Chinese one (all of /work/shared/corpora/zh/*.txt, repeated to --zh-mb MB), with
   manifest), paid once whatever the input size; "excl. start-up" columns divide the
   corpus by (wall - start-up), the rate a long run approaches. The headline ratio
   keeps the start-up in;
-* prep 1 worker on 1 core -- the same 1-worker run held to one core (sched_setaffinity).
+* prep 1 worker on 1 core -- the same 1-worker run held to one core (taskset).
   A worker is a thread that splits, compresses and writes a chunk (a process, for
   splitters that hold the GIL); reading and the input's sha256 run on threads of
   their own, and Arrow compresses a shard's columns on its pool, so even one worker
   keeps more than one core busy; "speedup vs 1 core" = N-worker MB/s / this, the
   per-core scaling. bench/prep_scaling.py measures N = 1, 2, 4, ... on bigger machines;
 * N separate 1-core preps -- N 1-worker preps at once, each held to its own core
-  and each on 1/N of the corpus (whole paragraphs): what N-way prep could get from
-  this machine if its workers shared nothing but the hardware (a VM's N vCPUs need
-  not do N times the work of one: caches, memory bandwidth, the host's other
-  guests). "N workers vs N separate" = N-worker MB/s / theirs, both without start-up.
+  and each on 1/N of the corpus (whole paragraphs; none where a long paragraph
+  makes the pieces uneven): a yardstick for N-way prep with nothing shared but the
+  hardware (a VM's N vCPUs need not do N times the work of one: caches, memory
+  bandwidth, the host's other guests). Their start-up is that of N one-paragraph
+  preps started at once. "N workers vs N separate" = N-worker MB/s / theirs, both
+  without start-up; like for like only when N is all the cores (an N-worker prep is
+  not held to N cores: its reading and writing threads use the others).
 
 This machine's speed varies from second to second (a shared VM: the same pure-Python
 loop takes from 0.15 to 0.33 s), so every column is the best of --repeat rounds, and
@@ -154,6 +157,21 @@ def split_files(corpus: Path, k: int, sep: bytes, folder: Path) -> Path:
     return folder
 
 
+def separate_pieces(corpus: Path, n: int, cores: int, folder: Path) -> list[Path]:
+    """The corpus in n files of whole paragraphs for n separate preps; none (no such
+    yardstick) where n exceeds the cores or the pieces are too uneven for n runs at
+    once to finish together (a long paragraph makes one piece far bigger)."""
+    if n > cores:
+        return []
+    pieces = sorted(split_files(corpus, n, b"\n\n", folder).iterdir())
+    largest, even = max(p.stat().st_size for p in pieces), corpus.stat().st_size / n
+    if largest > 1.2 * even:
+        print(f"- {corpus.name}: no separate-preps yardstick (its largest of {n} pieces is "
+              f"{largest / even:.2f}x an even share)")  # fmt: skip
+        return []
+    return pieces
+
+
 def topology(cores: list[int]) -> tuple[int, list[int]]:
     """(physical cores among `cores`, `cores` ordered one hardware thread per physical
     core first, then their siblings), from Linux's sysfs; each cpu its own core
@@ -173,8 +191,10 @@ def topology(cores: list[int]) -> tuple[int, list[int]]:
 
 def independent(parts: list[Path], specs: list[str], work: Path, cpus: list[int]) -> float:
     """Wall seconds of len(cpus) separate 1-worker preps run at once, prep i on
-    parts[i] and held to cpus[i]: N times the work of one such run with nothing
-    shared but the machine (cores, caches, memory bandwidth, the disk)."""
+    parts[i] and held to cpus[i] (with taskset: these start from several threads,
+    where a preexec_fn is not safe): N times the work of one such run with nothing
+    shared but the machine (cores, caches, memory bandwidth, the disk). Give it N
+    one-paragraph inputs for the start-up of N preps at once."""
     failures: list[BaseException] = []
 
     def one(i: int) -> None:
@@ -343,7 +363,11 @@ def run_prep(
     done = threading.Event()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    pin = None
+    if cores and shutil.which("taskset"):  # no Python between fork and exec: see independent()
+        cmd = ["taskset", "-c", ",".join(map(str, sorted(cores))), *cmd]
+    elif cores:
+        pin = lambda: os.sched_setaffinity(0, cores)  # noqa: E731
     popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin)
 
     def poll() -> None:
@@ -463,6 +487,7 @@ class Row:
     startup: float = math.inf  # s
     other: float = 0.0  # busy cores outside the benchmark
     separate: float = math.inf  # wall s of N separate one-core preps, each on 1/N
+    separate_startup: float = math.inf  # wall s of N one-paragraph preps started at once
 
     def rate(self, run: Run, startup: float = 0.0) -> float:
         """MB/s of a run; with `startup`, once that fixed cost is taken out."""
@@ -473,7 +498,9 @@ class Row:
     pc = property(lambda self: self.rate(self.core))
     p1_excl = property(lambda self: self.rate(self.one, self.startup))
     pn_excl = property(lambda self: self.rate(self.many, self.startup))
-    sep_excl = property(lambda self: self.size / MB / max(self.separate - self.startup, 1e-9))
+    sep_excl = property(
+        lambda self: self.size / MB / max(self.separate - self.separate_startup, 1e-9)
+    )
     pc_excl = property(lambda self: self.rate(self.core, self.startup))
 
 
@@ -551,8 +578,9 @@ def main() -> None:
     one_core = {min(os.sched_getaffinity(0))} if hasattr(os, "sched_getaffinity") else None
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     physical, spread = topology(cores)
-    print(f"- physical cores: {physical} (sysfs topology); N separate preps take cores "
-          f"{','.join(map(str, spread[:n_workers]))}")  # fmt: skip
+    if n_workers <= len(spread):
+        print(f"- physical cores: {physical} (sysfs topology); the {n_workers} separate preps "
+              f"take cores {','.join(map(str, spread[:n_workers]))}")  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still clean up the work dir
     work_root = BENCH / "_work"
     work_root.mkdir(exist_ok=True)
@@ -571,10 +599,8 @@ def main() -> None:
             docs = paragraphs(data)
             # From one copy of the sources: a repeated corpus adds nothing to the sample.
             ref_docs = sample(paragraphs(one_copy), int(args.ref_mb * MB))
-            pieces = []  # for N separate preps: the corpus in N files of whole paragraphs
-            if n_workers <= len(spread):
-                folder = split_files(path, n_workers, b"\n\n", work / f"{name.split()[0]}-pieces")
-                pieces = sorted(folder.iterdir())
+            folder = work / f"{name.split()[0]}-pieces"
+            pieces = separate_pieces(path, n_workers, len(spread), folder)
             built.append((name, path, len(data), docs, ref_docs, pieces))
             biggest = max(map(len, docs))
             print(f"- corpus {name}: {len(data) / MB:.2f} MB, {len(docs)} paragraphs "
@@ -602,8 +628,12 @@ def main() -> None:
                     row.core = best(row.core, run_prep(path, specs, 1, work / "out", one_core))
                     row.startup = min(row.startup, startup_seconds(specs, work, 2))
                     if pieces:
-                        wall = independent(pieces, specs, work, spread[:n_workers])
+                        cpus = spread[:n_workers]
+                        wall = independent(pieces, specs, work, cpus)
                         row.separate = min(row.separate, wall)
+                        tiny = [work / "tiny.txt"] * n_workers  # written by startup_seconds
+                        wall = independent(tiny, specs, work, cpus)
+                        row.separate_startup = min(row.separate_startup, wall)
                 row.other = load.cores()
                 rows.append(row)
                 if not args.no_check:
@@ -679,7 +709,8 @@ def report(
               f"{spc / n_workers:.0%})" + (
               f". Excluding start-up, {n_workers} separate one-core "
               f"preps, each on 1/{n_workers} of the corpus and sharing nothing but the "
-              f"machine, did {r.sep_excl / r.pc_excl:.2f}x one alone here; {n_workers} "
+              f"machine, did {r.sep_excl / r.pc_excl:.2f}x one worker held to one core "
+              f"(whole corpus); {n_workers} "
               f"workers did {r.pn_excl / r.sep_excl:.0%} of what they did"
               if r.sep_excl else ""))  # fmt: skip
     for r in (r for r in rows if r.stages == 3):

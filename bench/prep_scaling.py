@@ -37,12 +37,14 @@ One reading thread cuts one input at a time; `--files K` splits the corpus into 
 files (whole paragraphs or lines) in one folder, so that prep's reading threads (one
 per 4 workers, `--readers`) read several at once.
 
-`--independent` measures what any N-way prep could get here: N separate 1-worker
-preps run at once, each held to its own core (one hardware thread per physical core
-first, from sysfs) and each on its own 1/N of the corpus, against one such run alone.
-Nothing is shared between them but the machine (physical cores, caches, memory
-bandwidth, the disk), so "vs N separate" (prep's N-worker rate over theirs, both
-without start-up) is the efficiency that no worker design can beat by much.
+`--independent` adds a yardstick: N separate 1-worker preps run at once, each held
+to its own core (one hardware thread per physical core first, from sysfs) and each
+on its own piece of the corpus (1/K of it, K the largest N), against one such run
+alone. Nothing is shared between them but the machine (physical cores, caches,
+memory bandwidth, the disk); their start-up is that of N one-paragraph preps
+started at once. "vs N separate" is prep's N-worker rate over theirs, both without
+start-up. It compares like with like only when N is all the cores: with fewer, an
+N-worker prep is not held to N cores (its reading and writing threads use others).
 
 Every cell is the best of --repeat interleaved rounds (each round runs every N once).
 
@@ -216,13 +218,17 @@ def main() -> None:
         ceilings: dict[tuple[int, bool], float] = {}  # measured before each row's best run
         core = Run()
         startup = math.inf
-        alone = dict.fromkeys(sorted({1, *ns}), math.inf)  # N -> wall of N separate preps
+        # N -> wall of N separate preps, and of N one-paragraph preps started at once
+        alone = dict.fromkeys(sorted({1, *(n for n in ns if n <= len(cores))}), math.inf)
+        alone_startup = dict(alone)
         for r in range(args.repeat):
             print(f"  round {r + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
             startup = min(startup, startup_seconds(specs, work, 2))
             core = best(core, run_prep(corpus, specs, 1, work / "out", {cores[0]}))
             for n in alone if args.independent else []:
                 alone[n] = min(alone[n], independent(parts, specs, work, spread[:n]))
+                tiny = [work / "tiny.txt"] * n  # written by startup_seconds
+                alone_startup[n] = min(alone_startup[n], independent(tiny, specs, work, spread[:n]))
             for row in rows:
                 ceiling = thread_ceiling(row[0])
                 run = run_prep(corpus, specs, row[0], work / "out", processes=row[1])
@@ -242,11 +248,12 @@ def main() -> None:
         print("N separate 1-worker preps at once, each held to its own core "
               "(one piece of the corpus each):")  # fmt: skip
         print()
-        print("| N | wall s | MB/s excl. start-up | vs 1 |")
-        print("|---:|---:|---:|---:|")
+        print("| N | wall s | start-up of N at once s | MB/s excl. start-up | vs 1 |")
+        print("|---:|---:|---:|---:|---:|")
         for n, wall in alone.items():
-            separate[n] = sum(piece[:n]) / max(wall - startup, 1e-9)
-            print(f"| {n} | {wall:.2f} | {separate[n]:.1f} | {separate[n] / separate[1]:.2f}x |")
+            separate[n] = sum(piece[:n]) / max(wall - alone_startup[n], 1e-9)
+            print(f"| {n} | {wall:.2f} | {alone_startup[n]:.2f} | {separate[n]:.1f} "
+                  f"| {separate[n] / separate[1]:.2f}x |")  # fmt: skip
     print()
     print("| workers | wall s | CPU s | cores busy | MB/s | speedup | MB/s excl. start-up "
           "| speedup excl. | vs 1 core | threads ceiling | efficiency | vs N separate "
@@ -275,8 +282,8 @@ def main() -> None:
           "efficiency = vs 1 core / threads ceiling (over 100% where one worker's own "
           "helper threads already used more than one core). vs N separate = MB/s excl. "
           "start-up / that of N separate 1-worker preps run at once, each on its own "
-          "core and its own piece of the corpus (--independent): what N-way prep could "
-          "get here if nothing at all were shared between its workers.")  # fmt: skip
+          "core and its own piece of the corpus (--independent), like for like when N "
+          "is all the cores.")  # fmt: skip
 
 
 if __name__ == "__main__":
