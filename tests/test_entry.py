@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 from aunet_cli.entry import FAST_EXIT
 
@@ -54,3 +55,23 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
 
 def test_only_commands_without_background_work_exit_fast():
     assert {"train", "generate", "compare", "eval"}.isdisjoint(FAST_EXIT)
+
+
+def _arrow_pool_after_lean_start(env: dict[str, str]) -> str:
+    code = (
+        "from aunet_cli.entry import lean_start; lean_start(); "
+        "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_arrow_allocates_from_the_heap_unless_the_user_chose():
+    env = {k: v for k, v in aunet_env().items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    assert _arrow_pool_after_lean_start(env) == "system"
+    assert (
+        _arrow_pool_after_lean_start(env | {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}) == "mimalloc"
+    )
