@@ -8,6 +8,7 @@ EXIT_INTERNAL = 1  # a bug in aunet: the traceback is shown
 EXIT_USAGE = 2  # bad option, unknown splitter, missing or unreadable path
 EXIT_BAD_INPUT = 3  # a bad record or corrupt stream under --on-error fail
 EXIT_OUTPUT_CONFLICT = 4  # output directory holds other work
+EXIT_OUTPUT_WRITE = 5  # the system refused a write: disk full, file too large, no permission
 EXIT_INTERRUPTED = 130
 
 
@@ -28,3 +29,7 @@ class BadInputError(AunetError):
 
 class OutputConflictError(AunetError):
     exit_code = EXIT_OUTPUT_CONFLICT
+
+
+class OutputWriteError(AunetError):
+    exit_code = EXIT_OUTPUT_WRITE

@@ -16,11 +16,15 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+
+from .errors import OutputWriteError
 
 try:
     from splitters._fast import ids as _c_ids
@@ -114,17 +118,39 @@ def write_atomic(
     as sha256 on CPUs without SHA extensions, half as fast on CPUs with them); the
     inputs keep sha256, the common currency for naming a source file. `threads`:
     compress the buffers on Arrow's thread pool, at once (same bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", zstd_level), use_threads=threads)
-    with open(tmp, "wb") as f:
+    with replacing(path) as f:
         sink = _HashedWrites(f)
         with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema, options=options) as w:
             w.write_table(table, max_chunksize=1 << 16)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return {"size": sink.size, "blake2b": sink.hash.hexdigest()}
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new file for `path`, under a temporary name until the block ends; then fsynced
+    and renamed, so `path` is either whole or absent.
+
+    If the system refuses a write (disk full, file too large, no permission), the
+    temporary is removed and an OutputWriteError names `path` in one line: what is
+    already written stays, and the same command resumes once the cause is fixed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputWriteError(
+                f"cannot write {path}: {exc.strerror or exc}; free some space or fix the "
+                "cause, then rerun the same command (what is written is kept)"
+            ) from None
+        raise
 
 
 class _HashedWrites(io.RawIOBase):
@@ -146,12 +172,8 @@ class _HashedWrites(io.RawIOBase):
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with replacing(path) as f:
+        f.write(text.encode())
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -259,3 +259,38 @@ def test_killed_run_with_several_readers_resumes_to_one_readers_output(tmp_path)
     res = aunet("prep", *args, "--readers", "3", "--out", "killed", cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr
     assert snapshot(out, hidden=False) == snapshot(tmp_path / "ref", hidden=False)
+
+
+def test_a_refused_write_is_one_line_keeps_what_is_written_and_resumes(medium, tmp_path):
+    """The system refuses to write a shard (a 64 KiB file size limit, as a full disk
+    would): exit 5 and one line naming the shard, no temporary file left, the small
+    first input's shard kept; the rerun without the limit keeps that file as it is and
+    ends with the files of an uninterrupted run."""
+    lines = (medium / "c.jsonl").read_bytes().splitlines(keepends=True)
+    write(tmp_path / "in" / "a.jsonl", b"".join(lines[:5]))  # one shard of a few KB
+    write(tmp_path / "in" / "b.jsonl", b"".join(lines[5:]))  # 200 KB shards
+    args = ["in", *MEDIUM_OPTS, *STAGE_ARGS, "-q"]
+    prep("in", *MEDIUM_OPTS, "--out", "ref", cwd=tmp_path)
+    cmd = " ".join([str(AUNET), "prep", *args, "--out", "out"])
+    limited = subprocess.run(
+        ["bash", "-c", f"ulimit -f 64 && exec {cmd}"],  # -f counts 1 KiB blocks
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=aunet_env(),
+        timeout=120,
+    )
+    out = tmp_path / "out"
+    assert limited.returncode == 5, limited.stderr
+    assert "Traceback" not in limited.stderr
+    message = limited.stderr.strip()
+    assert message.count("\n") == 0 and message.startswith("error: cannot write ")
+    assert "out/train/shard-00001-00000.arrow: File too large" in message
+    assert [p.name for p in out.rglob("*") if ".tmp-" in p.name] == []
+    kept = sorted(out.glob("*/shard-00000-*.arrow"))
+    assert kept and all(p.stat().st_size < 64 << 10 for p in kept)
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    rerun = aunet("prep", *args, "--out", "out", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert {p: p.stat().st_mtime_ns for p in kept} == before
+    assert snapshot(out) == snapshot(tmp_path / "ref")
