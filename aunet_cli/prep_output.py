@@ -35,8 +35,9 @@ def input_state_path(out: Path, index: int) -> Path:
 
 
 def remove_stale_temporaries(out: Path) -> None:
-    """Half-written files of a killed run (their writer is gone; ours use new names)."""
-    for tmp in out.glob("*/.*.tmp-*"):
+    """Half-written files of a killed run (their writer is gone; ours use new names):
+    shards and state files one level down, manifest.json at the top."""
+    for tmp in [*out.glob(".*.tmp-*"), *out.glob("*/.*.tmp-*")]:
         if tmp.is_file():
             tmp.unlink(missing_ok=True)
 

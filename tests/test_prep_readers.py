@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from aunet_cli.errors import AunetError
+from aunet_cli.errors import AunetError, OutputWriteError
 from aunet_cli.prep import PrepOptions, fingerprint, prep, reading_threads
 from aunet_cli.readers import InputFile, ReadOptions, discover
 from aunet_cli.shards import write_json_atomic
@@ -145,7 +145,7 @@ def test_the_error_is_the_one_a_single_reader_meets_first(tmp_path):
 
 def obstruct(out: Path, shard: str) -> Path:
     """A directory where `shard` must go, in an output claimed for run()'s options:
-    writing that shard fails with a real IsADirectoryError."""
+    writing that shard fails with a real IsADirectoryError (an OutputWriteError)."""
     opts = PrepOptions(splitters=STAGES, read=ReadOptions(doc_per="paragraph"),
                        val_fraction=0.1, shard_bytes=20 << 10)  # fmt: skip
     write_json_atomic(out / ".state" / "prep.json", fingerprint(opts, Pipeline.from_specs(STAGES)))
@@ -173,13 +173,14 @@ def test_a_bad_record_before_a_failing_chunk_is_the_error(tmp_path):
 
 def test_a_failing_chunk_stops_every_reader(tmp_path):
     """A directory where in0's first shard must go makes its rename fail (a real
-    OSError). in0 has ~100 chunks, so its reader meets the failure long before its
-    end: prep raises it, no reader goes on to another input, and a rerun once the
-    obstacle is gone finishes with what an uninterrupted run writes."""
+    OSError, reported as an OutputWriteError naming the shard). in0 has ~100 chunks,
+    so its reader meets the failure long before its end: prep raises it, no reader
+    goes on to another input, and a rerun once the obstacle is gone finishes with
+    what an uninterrupted run writes."""
     inputs = make_inputs(tmp_path / "in", big=0)
     out = tmp_path / "out"
     obstacle = obstruct(out, "00000-00000")
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(OutputWriteError, match=r"shard-00000-00000\.arrow: Is a directory"):
         run(inputs, out, readers=2)
     done = sorted(p.name for p in (out / ".state").glob("input-*.json"))
     assert done in ([], ["input-00001.json"])  # in1's reader may finish before the stop

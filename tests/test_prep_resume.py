@@ -294,3 +294,20 @@ def test_a_refused_write_is_one_line_keeps_what_is_written_and_resumes(medium, t
     assert rerun.returncode == 0, rerun.stderr
     assert {p: p.stat().st_mtime_ns for p in kept} == before
     assert snapshot(out) == snapshot(tmp_path / "ref")
+
+
+def test_a_rerun_removes_the_temporary_files_of_a_killed_run(medium, single, tmp_path):
+    """Temporaries a SIGKILL can leave (a shard's, a state file's, the manifest's) are
+    removed when the same command runs again; other files are left alone."""
+    out = tmp_path / "out"
+    shutil.copytree(single["c.jsonl"], out)
+    (out / "manifest.json").unlink()  # killed while writing it
+    left = [out / ".manifest.json.tmp-99", out / "train" / ".shard-00000-00009.arrow.tmp-99"]
+    left.append(out / ".state" / ".input-00000.json.tmp-99")
+    for path in left:
+        path.write_bytes(b"half")
+    (out / "notes.txt").write_text("mine")
+    prep("c.jsonl", *MEDIUM_OPTS, "--out", out, cwd=medium)
+    assert [p for p in left if p.exists()] == []
+    assert (out / "notes.txt").read_text() == "mine"
+    assert snapshot(out) == snapshot(single["c.jsonl"])
