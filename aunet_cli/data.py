@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from .errors import AunetError
 from .model import BOS, EOS
-from .shards import write_json_atomic
+from .shards import replacing, write_json_atomic
 from .tokenizer import BYTES, BpeCodec, Codec
 
 STREAM_FORMAT = "aunet-stream/1"
@@ -76,10 +75,8 @@ def _stream_dir(prep_dir: Path, split: str, cache: Path, codec: Codec) -> Path:
 
 
 def _write_stream(split_dir: Path, out: Path, depth: int, codec: Codec) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp_tok, tmp_lv = out / f".tokens.{os.getpid()}", out / f".levels.{os.getpid()}"
     total = n_bytes = n_docs = 0
-    with tmp_tok.open("wb") as ft, tmp_lv.open("wb") as fl:
+    with replacing(out / "tokens.u16") as ft, replacing(out / "levels.u8") as fl:
         if split_dir.exists():
             files = sorted(str(p) for p in split_dir.glob("*.arrow"))
             for batch in ds.dataset(files, format="arrow").to_batches():
@@ -92,8 +89,6 @@ def _write_stream(split_dir: Path, out: Path, depth: int, codec: Codec) -> None:
                 total += len(tok)
                 n_docs += batch.num_rows
                 n_bytes += pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0
-    os.replace(tmp_tok, out / "tokens.u16")
-    os.replace(tmp_lv, out / "levels.u8")
     meta = {
         "format": STREAM_FORMAT, "tokens": total, "depth": depth, "codec": codec.kind,
         "documents": n_docs, "bytes": n_bytes, "units": total - 2 * n_docs,

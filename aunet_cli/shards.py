@@ -132,8 +132,8 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
     and renamed, so `path` is either whole or absent.
 
     If the system refuses a write (disk full, file too large, no permission), the
-    temporary is removed and an OutputWriteError names `path` in one line: what is
-    already written stays, and the same command resumes once the cause is fixed."""
+    temporary is removed and an OutputWriteError names `path` in one line. Files
+    finished before stay (`aunet prep` resumes from them)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,9 +146,10 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
         with suppress(OSError):
             tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
+            reason = exc.strerror or f"{exc} (a full disk or a file size limit?)"
             raise OutputWriteError(
-                f"cannot write {path}: {exc.strerror or exc}; free some space or fix the "
-                "cause, then rerun the same command (what is written is kept)"
+                f"cannot write {path}: {reason}; free some space or fix the cause, then run "
+                "the same command again"
             ) from None
         raise
 

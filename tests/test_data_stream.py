@@ -1,0 +1,52 @@
+"""The training byte stream built from prep shards (aunet_cli/data.py): what it holds,
+and a write the system refuses while building it."""
+
+from __future__ import annotations
+
+import json
+import resource
+
+import numpy as np
+import pytest
+
+from aunet_cli.data import build_stream
+from aunet_cli.errors import OutputWriteError
+
+from .test_prep_cli import prep, read_split, write
+
+
+@pytest.fixture(scope="module")
+def prepped(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    paragraphs = [f"Paragraph {i}: the quick brown fox, number {i * 7}." for i in range(800)]
+    write(root / "c.txt", "\n\n".join(paragraphs).encode())
+    prep("c.txt", "--doc-per", "paragraph", "--val-fraction", "0.1", "--out", "p", cwd=root)
+    return root / "p"
+
+
+def test_the_stream_is_every_train_document_between_its_markers(prepped, tmp_path):
+    tokens, levels = build_stream(prepped, "train", tmp_path / "cache")
+    table = read_split(prepped, "train")
+    meta = json.loads(next((tmp_path / "cache").glob("train-*/meta.json")).read_text())
+    n_bytes = sum(len(t) for t in table["text"].to_pylist())
+    assert meta["documents"] == table.num_rows and meta["bytes"] == n_bytes
+    assert len(tokens) == len(levels) == meta["tokens"] == n_bytes + 2 * table.num_rows
+    text = b"".join(table["text"].to_pylist())
+    assert bytes(tokens[tokens < 256].astype(np.uint8)) == text
+
+
+def test_a_refused_write_is_one_error_and_leaves_no_half_built_stream(prepped, tmp_path):
+    """A 4 KiB file size limit (as a full disk would) while the ~40 KB stream is written:
+    an OutputWriteError naming the file, no temporary file and no meta.json left, so
+    the next build starts over and succeeds."""
+    cache = tmp_path / "cache"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(OutputWriteError, match=r"(tokens\.u16|levels\.u8): "):
+            build_stream(prepped, "train", cache)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert [p.name for p in cache.rglob("*") if p.is_file()] == []
+    tokens, _ = build_stream(prepped, "train", cache)
+    assert len(tokens) > 4096
