@@ -6,12 +6,13 @@ takes about a second, so both are kept small here (measured in bench/prep.py):
 * numpy's OpenBLAS starts a thread per core that spins while the imports run;
   aunet does no BLAS work in numpy, so it gets one thread (unless the user chose);
 * Arrow allocates from the C library's heap rather than mimalloc (unless the user
-  chose, with ARROW_DEFAULT_MEMORY_POOL): mimalloc gives every shard's IPC and
-  zstd buffers fresh pages, which the kernel zeroes 2 MB at a time where
-  transparent huge pages are on, while `aunet prep` keeps glibc's freed memory for
-  reuse (prep.keep_freed_memory). 2 cores, 50 MB, 3 stages, 1 worker, 8
-  alternating runs: median 1.08 s wall and 0.53 s system time with mimalloc,
-  0.93 s and 0.30 s from the heap (pyarrow reads the choice when it loads);
+  chose, with ARROW_DEFAULT_MEMORY_POOL): mimalloc gives every shard's zstd
+  buffers fresh pages, which the kernel zeroes 2 MB at a time where transparent
+  huge pages are on, while `aunet prep` keeps glibc's freed memory for reuse
+  (prep.keep_freed_memory). 2 cores, 50 MB in 32 MB shards, 3 stages, 1 worker, 8
+  alternating runs (before shards were written straight to their files): median
+  1.08 s wall and 0.53 s system time with mimalloc, 0.93 s and 0.30 s from the heap
+  (pyarrow reads the choice when it loads);
 * the garbage collector is off while ~300 modules are imported (each collection
   walks every object made so far and frees nothing), and the imported objects are
   then frozen out of later collections;
