@@ -77,23 +77,36 @@ def _stream_dir(prep_dir: Path, split: str, cache: Path, codec: Codec) -> Path:
 def _write_stream(split_dir: Path, out: Path, depth: int, codec: Codec) -> None:
     total = n_bytes = n_docs = 0
     with replacing(out / "tokens.u16") as ft, replacing(out / "levels.u8") as fl:
-        if split_dir.exists():
-            files = sorted(str(p) for p in split_dir.glob("*.arrow"))
-            for batch in ds.dataset(files, format="arrow").to_batches():
-                if isinstance(codec, BpeCodec):
-                    tok, lv = _pack_tokens(batch, codec)
-                else:
-                    tok, lv = _pack_batch(batch, depth)
-                tok.tofile(ft)
-                lv.tofile(fl)
-                total += len(tok)
-                n_docs += batch.num_rows
-                n_bytes += pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0
+        for batch in _shard_batches(split_dir):
+            if isinstance(codec, BpeCodec):
+                tok, lv = _pack_tokens(batch, codec)
+            else:
+                tok, lv = _pack_batch(batch, depth)
+            tok.tofile(ft)
+            lv.tofile(fl)
+            total += len(tok)
+            n_docs += batch.num_rows
+            n_bytes += pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0
     meta = {
         "format": STREAM_FORMAT, "tokens": total, "depth": depth, "codec": codec.kind,
         "documents": n_docs, "bytes": n_bytes, "units": total - 2 * n_docs,
     }  # fmt: skip
     write_json_atomic(out / "meta.json", meta)
+
+
+def _shard_batches(split_dir: Path) -> Iterator[pa.RecordBatch]:
+    """The record batches of a split's shards, in file order. A shard that cannot be
+    read is a one-line error of its own (`replacing` would take its OSError for a
+    refused write of the stream)."""
+    if not split_dir.exists():
+        return
+    files = sorted(str(p) for p in split_dir.glob("*.arrow"))
+    try:
+        yield from ds.dataset(files, format="arrow").to_batches()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise AunetError(
+            f"{split_dir}: cannot read its shards ({exc}); prepare the data again with `aunet prep`"
+        ) from None
 
 
 def _pack_tokens(batch: pa.RecordBatch, codec: BpeCodec) -> tuple[np.ndarray, np.ndarray]:

@@ -112,12 +112,14 @@ def write_atomic(
     """Write to a temporary name, fsync, rename: a shard either exists whole or not at all.
 
     Arrow writes straight into the file, through a hash, so the file is neither held
-    in memory (a buffer grown by reallocation: 2 cores, 50 MB in 32 MB shards, 1 worker,
-    8 alternating runs: median 1.08 s, 0.41 s system time, 437 MB peak RSS; writing through, 0.95 s,
-    0.24 s, 343 MB) nor read back. Shards are hashed with BLAKE2b-256 (twice as fast
-    as sha256 on CPUs without SHA extensions, half as fast on CPUs with them); the
-    inputs keep sha256, the common currency for naming a source file. `threads`:
-    compress the buffers on Arrow's thread pool, at once (same bytes)."""
+    in memory (a buffer grown by reallocation) nor read back. 2 cores, 50 MB in 32 MB
+    shards, 1 worker, 8 alternating runs: median 1.08 s, 0.41 s system time and
+    437 MB peak RSS in memory; 0.95 s, 0.24 s and 343 MB written through.
+
+    Shards are hashed with BLAKE2b-256 (twice as fast as sha256 on CPUs without SHA
+    extensions, half as fast on CPUs with them); the inputs keep sha256, the common
+    currency for naming a source file. `threads`: compress the buffers on Arrow's
+    thread pool, at once (same bytes)."""
     options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", zstd_level), use_threads=threads)
     with replacing(path) as f:
         sink = _HashedWrites(f)
@@ -133,7 +135,8 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
 
     If the system refuses a write (disk full, file too large, no permission), the
     temporary is removed and an OutputWriteError names `path` in one line. Files
-    finished before stay (`aunet prep` resumes from them)."""
+    finished before stay (`aunet prep` resumes from them). Every OSError in the block
+    is taken for such a refusal: name the errors of anything read there first."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

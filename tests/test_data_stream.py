@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 
 import numpy as np
 import pytest
 
 from aunet_cli.data import build_stream
-from aunet_cli.errors import OutputWriteError
+from aunet_cli.errors import AunetError, OutputWriteError
 
 from .test_prep_cli import prep, read_split, write
 
@@ -50,3 +51,18 @@ def test_a_refused_write_is_one_error_and_leaves_no_half_built_stream(prepped, t
     assert [p.name for p in cache.rglob("*") if p.is_file()] == []
     tokens, _ = build_stream(prepped, "train", cache)
     assert len(tokens) > 4096
+
+
+def test_an_unreadable_shard_is_not_taken_for_a_refused_write(prepped, tmp_path):
+    """A truncated shard: the error names the split directory as unreadable (not the
+    stream's files as unwritable), and no temporary file is left."""
+    broken = tmp_path / "p"
+    shutil.copytree(prepped, broken)
+    shard = sorted((broken / "train").glob("*.arrow"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    cache = tmp_path / "cache"
+    with pytest.raises(AunetError, match="cannot read its shards") as err:
+        build_stream(broken, "train", cache)
+    assert not isinstance(err.value, OutputWriteError)
+    assert str(broken / "train") in str(err.value)
+    assert [p.name for p in cache.rglob("*") if p.is_file()] == []
