@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import lightning as L
 import numpy as np
@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from .errors import AunetError
+from .errors import AunetError, BadInputError
 from .model import BOS, EOS
 from .shards import replacing, write_json_atomic
 from .tokenizer import BYTES, BpeCodec, Codec
@@ -82,8 +82,8 @@ def _write_stream(split_dir: Path, out: Path, depth: int, codec: Codec) -> None:
                 tok, lv = _pack_tokens(batch, codec)
             else:
                 tok, lv = _pack_batch(batch, depth)
-            tok.tofile(ft)
-            lv.tofile(fl)
+            _append(ft, tok)
+            _append(fl, lv)
             total += len(tok)
             n_docs += batch.num_rows
             n_bytes += pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0
@@ -92,6 +92,12 @@ def _write_stream(split_dir: Path, out: Path, depth: int, codec: Codec) -> None:
         "documents": n_docs, "bytes": n_bytes, "units": total - 2 * n_docs,
     }  # fmt: skip
     write_json_atomic(out / "meta.json", meta)
+
+
+def _append(f: BinaryIO, array: np.ndarray) -> None:
+    """The array's raw bytes at the end of `f`. Not ndarray.tofile: it writes through a
+    C stream of its own whose last flush, at its unchecked fclose, can fail silently."""
+    f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 def _shard_batches(split_dir: Path) -> Iterator[pa.RecordBatch]:
@@ -104,7 +110,7 @@ def _shard_batches(split_dir: Path) -> Iterator[pa.RecordBatch]:
     try:
         yield from ds.dataset(files, format="arrow").to_batches()
     except (OSError, pa.ArrowInvalid) as exc:
-        raise AunetError(
+        raise BadInputError(
             f"{split_dir}: cannot read its shards ({exc}); prepare the data again with `aunet prep`"
         ) from None
 

@@ -9,8 +9,12 @@ files when every input and chunk is done, whichever job or run did the work.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import time
 from collections import Counter
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +39,34 @@ def input_state_path(out: Path, index: int) -> Path:
 
 
 def remove_stale_temporaries(out: Path) -> None:
-    """Half-written files of a killed run (their writer is gone; ours use new names):
-    shards and state files one level down, manifest.json at the top."""
+    """Half-written files whose writer is gone (shards and state files one level down,
+    manifest.json at the top): a process of this host that no longer runs (or this
+    one, whose writes are over when this is called), or a writer elsewhere that has
+    not touched its file for STALE_AFTER_S. The jobs of a job array may write into
+    the same directory at once: their files in progress stay."""
+    host = socket.gethostname()
     for tmp in [*out.glob(".*.tmp-*"), *out.glob("*/.*.tmp-*")]:
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
+        with suppress(FileNotFoundError):  # its writer renamed or removed it meanwhile
+            if tmp.is_file() and _writer_gone(tmp, host):
+                tmp.unlink()
+
+
+STALE_AFTER_S = 3600  # a shard is written in seconds, every write touching the file
+
+
+def _writer_gone(tmp: Path, host: str) -> bool:
+    writer_host, _, pid = tmp.name.rpartition(".tmp-")[2].rpartition("-")
+    if writer_host == host and pid.isdigit():
+        if int(pid) == os.getpid():
+            return True
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # runs, as another user
+            return False
+        return False
+    return time.time() - tmp.stat().st_mtime > STALE_AFTER_S
 
 
 def claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:

@@ -12,10 +12,12 @@ options per stage). Buffers are zstd-compressed; files open with pyarrow.dataset
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -128,6 +130,24 @@ def write_atomic(
     return {"size": sink.size, "blake2b": sink.hash.hexdigest()}
 
 
+# What a refused write looks like: no space or quota, a file size limit, no
+# permission, a read-only or failing disk, a file or directory in the way. Other
+# OSErrors (a codec's, a vanished temporary) are not the user's to fix: they pass.
+REFUSED_WRITE = frozenset(
+    {
+        errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
+        errno.EIO, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+    }
+)  # fmt: skip
+
+
+def temporary_name(path: Path) -> Path:
+    """Where `path` is written until it is whole: hidden, and naming its writer (host
+    and process), so that a rerun can tell a dead writer's leftovers from the files a
+    live job of the same job array is writing (prep_output.remove_stale_temporaries)."""
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
 @contextmanager
 def replacing(path: Path) -> Iterator[BinaryIO]:
     """A new file for `path`, under a temporary name until the block ends; then fsynced
@@ -135,9 +155,9 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
 
     If the system refuses a write (disk full, file too large, no permission), the
     temporary is removed and an OutputWriteError names `path` in one line. Files
-    finished before stay (`aunet prep` resumes from them). Every OSError in the block
-    is taken for such a refusal: name the errors of anything read there first."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    finished before stay (`aunet prep` resumes from them). Such an OSError raised by
+    the block counts too: name the errors of anything read there first."""
+    tmp = temporary_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -148,11 +168,10 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
     except BaseException as exc:
         with suppress(OSError):
             tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            reason = exc.strerror or f"{exc} (a full disk or a file size limit?)"
+        if isinstance(exc, OSError) and exc.errno in REFUSED_WRITE:
             raise OutputWriteError(
-                f"cannot write {path}: {reason}; free some space or fix the cause, then run "
-                "the same command again"
+                f"cannot write {path}: {exc.strerror}; free some space or fix the cause, "
+                "then run the same command again"
             ) from None
         raise
 
@@ -169,10 +188,13 @@ class _HashedWrites(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        self.hash.update(data)
-        n = self.f.write(data)
-        self.size += n
-        return n
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):  # a buffered file writes all at once, a raw one may not
+            done += self.f.write(view[done:])
+        self.hash.update(view)
+        self.size += done
+        return done
 
 
 def write_text_atomic(path: Path, text: str) -> None:

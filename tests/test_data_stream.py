@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from aunet_cli.data import build_stream
-from aunet_cli.errors import AunetError, OutputWriteError
+from aunet_cli.data import _append, build_stream
+from aunet_cli.errors import BadInputError, OutputWriteError
+from aunet_cli.shards import replacing
 
 from .test_prep_cli import prep, read_split, write
 
@@ -44,7 +45,7 @@ def test_a_refused_write_is_one_error_and_leaves_no_half_built_stream(prepped, t
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
     try:
-        with pytest.raises(OutputWriteError, match=r"(tokens\.u16|levels\.u8): "):
+        with pytest.raises(OutputWriteError, match=r"(tokens\.u16|levels\.u8): File too large"):
             build_stream(prepped, "train", cache)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
@@ -54,15 +55,31 @@ def test_a_refused_write_is_one_error_and_leaves_no_half_built_stream(prepped, t
 
 
 def test_an_unreadable_shard_is_not_taken_for_a_refused_write(prepped, tmp_path):
-    """A truncated shard: the error names the split directory as unreadable (not the
-    stream's files as unwritable), and no temporary file is left."""
+    """A truncated shard: a bad-input error (exit 3) naming the split directory as
+    unreadable, not the stream's files as unwritable; no temporary file is left."""
     broken = tmp_path / "p"
     shutil.copytree(prepped, broken)
     shard = sorted((broken / "train").glob("*.arrow"))[0]
     shard.write_bytes(shard.read_bytes()[:100])
     cache = tmp_path / "cache"
-    with pytest.raises(AunetError, match="cannot read its shards") as err:
+    with pytest.raises(BadInputError, match="cannot read its shards") as err:
         build_stream(broken, "train", cache)
-    assert not isinstance(err.value, OutputWriteError)
     assert str(broken / "train") in str(err.value)
     assert [p.name for p in cache.rglob("*") if p.is_file()] == []
+
+
+def test_a_refusal_of_the_last_buffered_bytes_is_not_lost(tmp_path):
+    """Three 3000-byte appends under a 4 KiB file size limit: the refusal comes when the
+    buffered tail is flushed at the end, and must still raise (ndarray.tofile dropped it
+    and the file was renamed into place short)."""
+    target = tmp_path / "tokens.u16"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        refused = pytest.raises(OutputWriteError, match="tokens.u16: File too large")
+        with refused, replacing(target) as f:
+            for _ in range(3):
+                _append(f, np.zeros(1500, np.uint16))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert list(tmp_path.iterdir()) == []

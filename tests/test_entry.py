@@ -75,3 +75,12 @@ def test_arrow_allocates_from_the_heap_unless_the_user_chose():
     assert (
         _arrow_pool_after_lean_start(env | {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}) == "mimalloc"
     )
+
+
+def test_the_entry_module_loads_neither_numpy_nor_pyarrow():
+    """run() calls lean_start() before it imports the app: that only works while
+    importing aunet_cli.entry (and the package) leaves numpy and pyarrow unloaded."""
+    code = "import sys, aunet_cli.entry; print(sorted({'numpy', 'pyarrow'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

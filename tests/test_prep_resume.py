@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -285,7 +287,7 @@ def test_a_refused_write_is_one_line_keeps_what_is_written_and_resumes(medium, t
     assert "Traceback" not in limited.stderr
     message = limited.stderr.strip()
     assert message.count("\n") == 0 and message.startswith("error: cannot write ")
-    assert "out/train/shard-00001-00000.arrow: File too large" in message
+    assert re.search(r"out/(train|val)/shard-00001-\d{5}\.arrow: File too large", message)
     assert [p.name for p in out.rglob("*") if ".tmp-" in p.name] == []
     kept = sorted(out.glob("*/shard-00000-*.arrow"))
     assert kept and all(p.stat().st_size < 64 << 10 for p in kept)
@@ -298,16 +300,43 @@ def test_a_refused_write_is_one_line_keeps_what_is_written_and_resumes(medium, t
 
 def test_a_rerun_removes_the_temporary_files_of_a_killed_run(medium, single, tmp_path):
     """Temporaries a SIGKILL can leave (a shard's, a state file's, the manifest's) are
-    removed when the same command runs again; other files are left alone."""
+    removed when the same command runs again: those of a process of this host that no
+    longer runs, and those of another host untouched for over an hour. A live writer's
+    (this test's process; a fresh file of another host, as a job array's job writing
+    into the same directory) and other files are left alone."""
     out = tmp_path / "out"
     shutil.copytree(single["c.jsonl"], out)
     (out / "manifest.json").unlink()  # killed while writing it
-    left = [out / ".manifest.json.tmp-99", out / "train" / ".shard-00000-00009.arrow.tmp-99"]
-    left.append(out / ".state" / ".input-00000.json.tmp-99")
-    for path in left:
+    dead = _finished_pid()
+    host = socket.gethostname()
+    gone = [
+        out / f".manifest.json.tmp-{host}-{dead}",
+        out / "train" / f".shard-00000-00009.arrow.tmp-{host}-{dead}",
+        out / ".state" / ".input-00000.json.tmp-otherhost-1",
+        out / "train" / ".shard-00000-00008.arrow.tmp-7",  # an older version's name
+    ]
+    live = [
+        out / "train" / f".shard-00000-00007.arrow.tmp-{host}-{os.getpid()}",
+        out / "val" / ".shard-00000-00009.arrow.tmp-otherhost-2",
+    ]
+    for path in gone + live:
+        path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"half")
+    hours_ago = time.time() - 2 * 3600
+    for path in gone[2:]:
+        os.utime(path, (hours_ago, hours_ago))
     (out / "notes.txt").write_text("mine")
     prep("c.jsonl", *MEDIUM_OPTS, "--out", out, cwd=medium)
-    assert [p for p in left if p.exists()] == []
+    assert [p for p in gone if p.exists()] == []
+    assert [p for p in live if p.exists()] == live
     assert (out / "notes.txt").read_text() == "mine"
+    for path in live:
+        path.unlink()
     assert snapshot(out) == snapshot(single["c.jsonl"])
+
+
+def _finished_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
