@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import resource
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -15,6 +17,18 @@ from aunet_cli.errors import BadInputError, OutputWriteError
 from aunet_cli.shards import replacing
 
 from .test_prep_cli import prep, read_split, write
+
+
+@contextmanager
+def file_size_limit(n_bytes: int) -> Iterator[None]:
+    """This process may not write files past n_bytes (as a full disk refuses writes);
+    Python ignores SIGXFSZ, so a write past it fails with EFBIG."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +56,9 @@ def test_a_refused_write_is_one_error_and_leaves_no_half_built_stream(prepped, t
     an OutputWriteError naming the file, no temporary file and no meta.json left, so
     the next build starts over and succeeds."""
     cache = tmp_path / "cache"
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
-    try:
-        with pytest.raises(OutputWriteError, match=r"(tokens\.u16|levels\.u8): File too large"):
-            build_stream(prepped, "train", cache)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    refused = pytest.raises(OutputWriteError, match=r"(tokens\.u16|levels\.u8): File too large")
+    with file_size_limit(4096), refused:
+        build_stream(prepped, "train", cache)
     assert [p.name for p in cache.rglob("*") if p.is_file()] == []
     tokens, _ = build_stream(prepped, "train", cache)
     assert len(tokens) > 4096
@@ -72,14 +82,8 @@ def test_a_refusal_of_the_last_buffered_bytes_is_not_lost(tmp_path):
     """Three 3000-byte appends under a 4 KiB file size limit: the refusal comes when the
     buffered tail is flushed at the end, and must still raise (ndarray.tofile dropped it
     and the file was renamed into place short)."""
-    target = tmp_path / "tokens.u16"
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
-    try:
-        refused = pytest.raises(OutputWriteError, match="tokens.u16: File too large")
-        with refused, replacing(target) as f:
-            for _ in range(3):
-                _append(f, np.zeros(1500, np.uint16))
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    refused = pytest.raises(OutputWriteError, match="tokens.u16: File too large")
+    with file_size_limit(4096), refused, replacing(tmp_path / "tokens.u16") as f:
+        for _ in range(3):
+            _append(f, np.zeros(1500, np.uint16))
     assert list(tmp_path.iterdir()) == []
