@@ -55,18 +55,19 @@ STALE_AFTER_S = 3600  # a shard is written in seconds, every write touching the 
 
 
 def _writer_gone(tmp: Path, host: str) -> bool:
+    """For a temporary named by shards.temporary_name (or an older name: by its age)."""
     writer_host, _, pid = tmp.name.rpartition(".tmp-")[2].rpartition("-")
-    if writer_host == host and pid.isdigit():
-        if int(pid) == os.getpid():
-            return True
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # runs, as another user
-            return False
-        return False
-    return time.time() - tmp.stat().st_mtime > STALE_AFTER_S
+    if writer_host != host or not pid.isdigit():
+        return time.time() - tmp.stat().st_mtime > STALE_AFTER_S
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it runs, as another user
+        pass
+    return False
 
 
 def claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
