@@ -74,6 +74,8 @@ def claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
     """Make `out` this configuration's directory, or resume it if it already is one;
     refuse a directory of another configuration, or not made by prep at all."""
     prep_json = out / ".state" / "prep.json"
+    if out.exists() and not out.is_dir():  # not even with --overwrite: not a prep's
+        raise OutputConflictError(f"{out}: exists and is not a directory; choose another --out")
     if out.exists() and overwrite:
         shutil.rmtree(out)
     if prep_json.exists():

@@ -160,6 +160,9 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
     tmp = temporary_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # whatever the reason, the folder cannot be made here
+        raise _refused(path, exc) from None
+    try:
         with open(tmp, "wb") as f:
             yield f
             f.flush()
@@ -169,11 +172,15 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
         with suppress(OSError):
             tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in REFUSED_WRITE:
-            raise OutputWriteError(
-                f"cannot write {path}: {exc.strerror}; free some space or fix the cause, "
-                "then run the same command again"
-            ) from None
+            raise _refused(path, exc) from None
         raise
+
+
+def _refused(path: Path, exc: OSError) -> OutputWriteError:
+    return OutputWriteError(
+        f"cannot write {path}: {exc.strerror or exc}; free some space or fix the cause, "
+        "then run the same command again"
+    )
 
 
 class _HashedWrites(io.RawIOBase):

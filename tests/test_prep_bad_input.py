@@ -144,6 +144,13 @@ CASES = {
         {"a.jsonl": GOOD, "out/precious.txt": b"not ours"}, ("a.jsonl",), 4,
         ("out", "not an aunet prep directory", "--overwrite"),
     ),
+    "out-is-a-file": Case(
+        {"a.jsonl": GOOD, "out": b"not ours"}, ("a.jsonl",), 4, ("out", "not a directory"),
+    ),
+    "out-is-a-file-overwrite": Case(
+        {"a.jsonl": GOOD, "out": b"not ours"}, ("a.jsonl", "--overwrite"), 4,
+        ("out", "not a directory"),
+    ),
 }  # fmt: skip
 
 
@@ -332,3 +339,16 @@ def test_output_of_another_configuration_is_refused(tmp_path):
     res = run_prep(tmp_path, "a.jsonl", "--overwrite")
     assert res.returncode == 0, res.stderr
     assert len(manifest(tmp_path / "out")["options"]["splitters"]) == 3
+
+
+@pytest.mark.parametrize("out", ["blocker/out", "/proc/aunet-no-such-dir/out"])
+def test_an_output_directory_that_cannot_be_made(tmp_path, out):
+    """--out below a regular file (ENOTDIR), or somewhere no directory can be made
+    (ENOENT under /proc): exit 5 and one line naming the path, not a traceback."""
+    if out.startswith("/proc") and not Path("/proc/self").exists():
+        pytest.skip("no /proc here")
+    write(tmp_path / "a.jsonl", GOOD)
+    write(tmp_path / "blocker", b"a file")
+    res = aunet("prep", "a.jsonl", *STAGE_ARGS, "--out", out, "-q", cwd=tmp_path)
+    expect_error(res, 5, f"cannot write {out}/.state/prep.json")
+    assert (tmp_path / "blocker").read_bytes() == b"a file"
