@@ -22,7 +22,12 @@ HIST_EDGES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
 def inspect(console: Console, directory: Path, n_docs: int, split: str) -> None:
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
-        hint = " (an unfinished run: rerun the same `aunet prep`)" if directory.exists() else ""
+        if (directory / ".state" / "prep.json").exists():
+            hint = " (an unfinished run: rerun the same `aunet prep`)"
+        elif directory.is_dir():
+            hint = " (not an `aunet prep` output directory)"
+        else:
+            hint = " (not a directory)" if directory.exists() else " (no such directory)"
         raise AunetError(f"{directory}: no manifest.json{hint}")
     manifest = json.loads(manifest_path.read_text())
     t = manifest["totals"]

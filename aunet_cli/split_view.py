@@ -36,8 +36,12 @@ def render(console: Console, specs: list[str], data: bytes) -> None:
             shown = unit.decode("utf-8", "replace").replace("\n", "⏎\n")
             line.append(shown, style=STYLES[i % 2])
         console.print(line)
-        per = len(data) / len(points) if len(points) else float("inf")
-        console.print(f"  {len(points)} pooling points, {per:.2f} bytes per unit\n")
+        if len(points):
+            per = len(data) / len(points)
+            plural = "s" if len(points) > 1 else ""
+            console.print(f"  {len(points)} pooling point{plural}, {per:.2f} bytes per unit\n")
+        else:  # the model would see no position of this stage yet
+            console.print(f"  no pooling point in these {len(data)} bytes\n")
 
 
 def split_jsonl(specs: list[str], files: list[Path], stdin: TextIO, stdout: TextIO) -> None:

@@ -332,10 +332,23 @@ def test_inspect_prints_the_stage_table(round_trip):
 
 
 def test_inspect_of_a_directory_without_manifest_is_a_usage_error(tmp_path):
-    """inspect on a non-prep directory: exit 2, one line naming manifest.json."""
-    res = aunet("inspect", tmp_path)
-    assert res.returncode == 2
-    assert "manifest.json" in res.stderr and "Traceback" not in res.stderr
+    """inspect without a manifest: exit 2, one line naming manifest.json and why there
+    is none (not a prep directory, an unfinished run, not a directory, no directory)."""
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "unfinished" / ".state").mkdir(parents=True)
+    (tmp_path / "unfinished" / ".state" / "prep.json").write_text("{}")
+    (tmp_path / "file").write_text("x")
+    expected = {
+        "plain": "not an `aunet prep` output directory",
+        "unfinished": "an unfinished run: rerun the same `aunet prep`",
+        "file": "(not a directory)",
+        "missing": "(no such directory)",
+    }
+    for name, why in expected.items():
+        res = aunet("inspect", tmp_path / name)
+        assert res.returncode == 2, res.stderr
+        assert f"{name}: no manifest.json" in res.stderr and why in res.stderr
+        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 # --- documents in .txt inputs ----------------------------------------------------------
@@ -491,6 +504,14 @@ def test_split_jsonl_levels_match_the_pipeline():
         levels = json.loads(line)["levels"]
         assert len(levels) == len(text.encode())
         assert levels == levels_string(pipe.levels_of(text.encode()))
+
+
+def test_split_human_form_of_a_text_without_a_pooling_point():
+    res = aunet("split", "-s", "regex-words", "--text", "word")
+    assert res.returncode == 0, res.stderr
+    assert "no pooling point in these 4 bytes" in res.stdout and "inf" not in res.stdout
+    res = aunet("split", "-s", "regex-words", "--text", "two words")
+    assert "1 pooling point, 9.00 bytes per unit" in res.stdout
 
 
 def test_split_jsonl_readme_example():
