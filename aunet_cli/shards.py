@@ -131,12 +131,13 @@ def write_atomic(
 
 
 # What a refused write looks like: no space or quota, a file size limit, no
-# permission, a read-only or failing disk, a file or directory in the way. Other
+# permission, a read-only or failing disk, a directory where the file goes (a file
+# in the way of a folder stops replacing()'s mkdir, whatever its error). Other
 # OSErrors (a codec's, a vanished temporary) are not the user's to fix: they pass.
 REFUSED_WRITE = frozenset(
     {
         errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
-        errno.EIO, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+        errno.EIO, errno.EISDIR,
     }
 )  # fmt: skip
 
