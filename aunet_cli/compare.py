@@ -19,9 +19,9 @@ from typing import Any
 
 from rich.console import Console
 
+from .atomic import write_json_atomic, write_text_atomic
 from .errors import AunetError
 from .recipe import Recipe, RecipeError, build_config, load_recipe, read_yaml
-from .shards import write_json_atomic, write_text_atomic
 
 REPORT_FORMAT = "aunet-compare/1"
 

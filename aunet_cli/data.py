@@ -27,9 +27,9 @@ import pyarrow.dataset as ds
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from .atomic import replacing, write_json_atomic
 from .errors import AunetError, BadInputError
 from .model import BOS, EOS
-from .shards import replacing, write_json_atomic
 from .tokenizer import BYTES, BpeCodec, Codec
 
 STREAM_FORMAT = "aunet-stream/1"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import AunetError
+from .atomic import replacing_path, write_json_atomic
+from .errors import AunetError, OutputWriteError
 from .model import AUNet, ModelConfig
-from .shards import write_json_atomic
 
 MODEL_FORMAT = "aunet-model/1"
 
@@ -21,9 +20,15 @@ MODEL_FORMAT = "aunet-model/1"
 def export_model(model: AUNet, run_dir: Path, config: dict[str, Any]) -> None:
     """Write model.safetensors and config.json atomically."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = run_dir / f".model.safetensors.{os.getpid()}"
-    save_file(tensors, str(tmp), metadata={"format": MODEL_FORMAT})
-    os.replace(tmp, run_dir / "model.safetensors")
+    target = run_dir / "model.safetensors"
+    with replacing_path(target) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata={"format": MODEL_FORMAT})
+        except SafetensorError as exc:  # its writes fail in Rust: no OSError to name
+            raise OutputWriteError(
+                f"cannot write {target}: {exc}; free some space or fix the cause, then run "
+                "the same command again"
+            ) from None
     write_json_atomic(run_dir / "config.json", config)
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
+from .atomic import replacing_path
 from .errors import AunetError
 
 METRICS = ("train_bpb", "val_bpb")
@@ -121,12 +121,6 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     ax_steps.legend(fontsize=8)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with replacing_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise AunetError(f"{out}: cannot write ({exc.strerror or exc})") from None
     return out

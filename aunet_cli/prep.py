@@ -30,9 +30,10 @@ from splitters import Pipeline, TextBatch
 from splitters.regex_family import flag_levels, flag_point_lists
 
 from . import __version__
+from .atomic import write_json_atomic
 from .prep_output import (
     PREP_FORMAT,
-    check_resumable,
+    chunk_done,
     claim_output,
     finish,
     input_state_path,
@@ -40,14 +41,7 @@ from .prep_output import (
     up_to_date,
 )
 from .readers import DocBlock, InputFile, ReadOptions, file_sha256, open_stream, read_blocks
-from .shards import (
-    build_table,
-    id_column,
-    point_lists,
-    schema,
-    write_atomic,
-    write_json_atomic,
-)
+from .shards import build_table, id_column, point_lists, schema, write_atomic
 from .slots import Slots
 
 LEVEL_BATCH_BYTES = 4 << 20  # bounds the splitter's working memory
@@ -417,8 +411,7 @@ class Dispatch:
 
     def submit(self, chunk: Chunk) -> None:
         self.check(chunk.input_index)
-        if state_path(self.out, chunk.key).exists():
-            check_resumable(self.out, chunk)
+        if chunk_done(self.out, chunk):
             return
         while not self._room.acquire(timeout=0.1):  # wait for a place, or a stop
             self.check(chunk.input_index)

@@ -1,9 +1,11 @@
 """The output directory of `aunet prep`: what makes a run resumable, and its manifest.
 
 A directory is claimed by `.state/prep.json` (the options that must match to resume
-it). Each chunk's state file is written once its shards are renamed into place, and
-each input's once all its chunks are handed over; the manifest is built from these
-files when every input and chunk is done, whichever job or run did the work.
+it). Each chunk's state file is written once its shards are renamed into place and
+their names are on disk (atomic.fsync_directory), and each input's once all its
+chunks are handed over. A chunk whose shards are not all there, at their size, is
+done again. The manifest is built from these files when every input and chunk is
+done, whichever job or run did the work.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .atomic import write_json_atomic
 from .errors import OutputConflictError
 from .readers import InputFile
-from .shards import write_json_atomic
 
 if TYPE_CHECKING:
     from .prep import Chunk
@@ -55,10 +57,12 @@ STALE_AFTER_S = 3600  # a shard is written in seconds, every write touching the 
 
 
 def _writer_gone(tmp: Path, host: str) -> bool:
-    """For a temporary named by shards.temporary_name (or an older name: by its age)."""
+    """For a temporary named by atomic.temporary_name (or an older name: by its age)."""
     writer_host, _, pid = tmp.name.rpartition(".tmp-")[2].rpartition("-")
     if writer_host != host or not pid.isdigit():
         return time.time() - tmp.stat().st_mtime > STALE_AFTER_S
+    if tmp.stat().st_mtime < boot_time():  # its writer ran before a reboot (power loss)
+        return True
     if int(pid) == os.getpid():
         return True
     try:
@@ -68,6 +72,14 @@ def _writer_gone(tmp: Path, host: str) -> bool:
     except PermissionError:  # it runs, as another user
         pass
     return False
+
+
+def boot_time() -> float:
+    """When this host last started (epoch seconds): a pid from before then names a
+    process that is gone, whatever runs under that pid now. 0 where unknown."""
+    if not hasattr(time, "CLOCK_BOOTTIME"):  # Linux only
+        return 0.0
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
@@ -97,20 +109,40 @@ def claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
     write_json_atomic(prep_json, fp)
 
 
-def check_resumable(out: Path, chunk: Chunk) -> None:
-    """A chunk done by an earlier run is kept only if its input is unchanged."""
-    state = json.loads(state_path(out, chunk.key).read_text())
+def shards_intact(out: Path, shards: list[dict[str, Any]]) -> bool:
+    """Whether every shard listed (in a chunk's state or the manifest) is in place, at
+    the size it was written with: one was deleted, or cut short on a disk that lost
+    it, is written again rather than trusted."""
+    for shard in shards:
+        try:
+            if (out / shard["path"]).stat().st_size != shard["size"]:
+                return False
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def chunk_done(out: Path, chunk: Chunk) -> bool:
+    """Whether an earlier run (or job) finished `chunk` and its shards are all there.
+    Such a chunk is kept only if its input is unchanged."""
+    path = state_path(out, chunk.key)
+    if not path.exists():
+        return False
+    state = json.loads(path.read_text())
     if (state["input_size"], state["input_mtime_ns"]) != (chunk.input_size, chunk.input_mtime_ns):
         raise OutputConflictError(
             f"{out}: input #{chunk.input_index} changed since the interrupted run "
             "(size or modification time differ); pass --overwrite to start over"
         )
+    return shards_intact(out, state["shards"])
 
 
 def up_to_date(out: Path, inputs: list[InputFile]) -> bool:
     """Whether the manifest there already covers exactly these inputs, unchanged."""
     manifest = json.loads((out / "manifest.json").read_text())
     if [i["name"] for i in manifest["inputs"]] != [i.name for i in inputs]:
+        return False
+    if not shards_intact(out, manifest["shards"]):
         return False
     for ii, inp in enumerate(inputs):
         path = input_state_path(out, ii)
@@ -137,6 +169,8 @@ def finish(out: Path, inputs: list[InputFile], fp: dict[str, Any], depth: int) -
             if not path.exists():
                 return {"complete": False}
             chunks.append(json.loads(path.read_text()))
+            if not shards_intact(out, chunks[-1]["shards"]):  # its job runs again
+                return {"complete": False}
     manifest = build_manifest(input_states, chunks, fp, depth)
     write_json_atomic(out / "manifest.json", manifest)
     remove_stale_temporaries(out)

@@ -12,21 +12,16 @@ options per stage). Buffers are zstd-compressed; files open with pyarrow.dataset
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
-import os
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from .errors import OutputWriteError
+from .atomic import replacing
 
 try:
     from splitters._fast import ids as _c_ids
@@ -130,63 +125,9 @@ def write_atomic(
     return {"size": sink.size, "blake2b": sink.hash.hexdigest()}
 
 
-# What a refused write looks like: no space or quota, a file size limit, no
-# permission, a read-only or failing disk, a directory where the file goes (a file
-# in the way of a folder stops replacing()'s mkdir, whatever its error). Other
-# OSErrors (a codec's, a vanished temporary) are not the user's to fix: they pass.
-REFUSED_WRITE = frozenset(
-    {
-        errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
-        errno.EIO, errno.EISDIR,
-    }
-)  # fmt: skip
-
-
-def temporary_name(path: Path) -> Path:
-    """Where `path` is written until it is whole: hidden, and naming its writer (host
-    and process), so that a rerun can tell a dead writer's leftovers from the files a
-    live job of the same job array is writing (prep_output.remove_stale_temporaries)."""
-    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-
-
-@contextmanager
-def replacing(path: Path) -> Iterator[BinaryIO]:
-    """A new file for `path`, under a temporary name until the block ends; then fsynced
-    and renamed, so `path` is either whole or absent.
-
-    If the system refuses a write (disk full, file too large, no permission), the
-    temporary is removed and an OutputWriteError names `path` in one line. Files
-    finished before stay (`aunet prep` resumes from them). Such an OSError raised by
-    the block counts too: name the errors of anything read there first."""
-    tmp = temporary_name(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # whatever the reason, the folder cannot be made here
-        raise _refused(path, exc) from None
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in REFUSED_WRITE:
-            raise _refused(path, exc) from None
-        raise
-
-
-def _refused(path: Path, exc: OSError) -> OutputWriteError:
-    return OutputWriteError(
-        f"cannot write {path}: {exc.strerror or exc}; free some space or fix the cause, "
-        "then run the same command again"
-    )
-
-
 class _HashedWrites(io.RawIOBase):
     """A file for Arrow to write to: passes the bytes on to `f` and hashes them.
-    Closing it leaves `f` open (for the fsync)."""
+    Closing it leaves `f` open (replacing() closes it)."""
 
     def __init__(self, f: Any) -> None:
         super().__init__()
@@ -203,12 +144,3 @@ class _HashedWrites(io.RawIOBase):
         self.hash.update(view)
         self.size += done
         return done
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    with replacing(path) as f:
-        f.write(text.encode())
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

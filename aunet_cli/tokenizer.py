@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import replacing, write_json_atomic
 from .errors import AunetError
 from .model import BOS, EOS, VOCAB
 
@@ -233,7 +234,8 @@ def train_bpe(
             if not seen[0]:
                 raise AunetError("no text to train the tokenizer on (the split is empty)") from None
             raise AunetError(f"sentencepiece could not train the tokenizer: {exc}") from None
-        os.replace(f"{prefix}.model", out_dir / MODEL_FILE)
+        with replacing(out_dir / MODEL_FILE) as f:  # the trainer's file, fsynced under our name
+            f.write(Path(f"{prefix}.model").read_bytes())
     codec = BpeCodec(out_dir / MODEL_FILE)
     info = {
         "format": TOKENIZER_FORMAT,
@@ -241,8 +243,6 @@ def train_bpe(
         "character_coverage": spec.character_coverage,
         **sources,
     }
-    from .shards import write_json_atomic
-
     write_json_atomic(out_dir / "tokenizer.json", info)
     return codec
 

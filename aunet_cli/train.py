@@ -31,13 +31,13 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from . import __version__
+from .atomic import replacing, write_json_atomic
 from .data import AUNetData, stream_meta
 from .errors import AunetError, OutputConflictError
 from .export import export_model
 from .flops import FlopsReport, flops_per_byte
 from .model import AUNet, ModelConfig
 from .recipe import Recipe
-from .shards import write_json_atomic
 from .tokenizer import BYTES, MODEL_FILE, BpeCodec, Codec, read_tokenizer_info
 
 LN2 = math.log(2.0)
@@ -373,9 +373,8 @@ def ensure_tokenizer(recipe: Recipe, run_dir: Path, prep_dir: Path, quiet: bool)
         )
     target = run_dir / MODEL_FILE
     if not target.is_file() or target.read_bytes() != codec.blob:
-        tmp = run_dir / f".{MODEL_FILE}.{os.getpid()}"
-        tmp.write_bytes(codec.blob)
-        os.replace(tmp, target)
+        with replacing(target) as f:
+            f.write(codec.blob)
     return codec
 
 

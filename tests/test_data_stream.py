@@ -12,9 +12,9 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
+from aunet_cli.atomic import replacing
 from aunet_cli.data import _append, build_stream
 from aunet_cli.errors import BadInputError, OutputWriteError
-from aunet_cli.shards import replacing
 
 from .test_prep_cli import prep, read_split, write
 

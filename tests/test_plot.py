@@ -38,7 +38,7 @@ def test_two_runs_make_a_png(tmp_path: Path) -> None:
     assert out == tmp_path / "plots" / "curves.png"
     data = out.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 0
-    assert not list(out.parent.glob(".*tmp"))  # written atomically, nothing left over
+    assert not list(out.parent.glob(".*.tmp*"))  # written atomically, nothing left over
 
 
 def test_last_row_of_a_repeated_step_wins(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from aunet_cli.atomic import write_json_atomic
 from aunet_cli.errors import AunetError, OutputWriteError
 from aunet_cli.prep import PrepOptions, fingerprint, prep, reading_threads
 from aunet_cli.readers import InputFile, ReadOptions, discover
-from aunet_cli.shards import write_json_atomic
 from splitters import Pipeline
 
 from .test_prep_cli import aunet

@@ -14,13 +14,19 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 
-from .test_prep_cli import AUNET, STAGE_ARGS, aunet, aunet_env, prep, sha256, write, zst
+from aunet_cli.prep import PrepOptions
+from aunet_cli.prep import prep as prep_in_process
+from aunet_cli.prep_output import boot_time
+from aunet_cli.readers import ReadOptions, discover
+
+from .test_prep_cli import AUNET, SPECS, STAGE_ARGS, aunet, aunet_env, prep, sha256, write, zst
 
 WORDS = [
     *("the", "of", "and", "a", "to", "in", "is", "was", "for", "on", "that", "with"),
@@ -301,7 +307,8 @@ def test_a_refused_write_is_one_line_keeps_what_is_written_and_resumes(medium, t
 def test_a_rerun_removes_the_temporary_files_of_a_killed_run(medium, single, tmp_path):
     """Temporaries a SIGKILL can leave (a shard's, a state file's, the manifest's) are
     removed when the same command runs again: those of a process of this host that no
-    longer runs, and those of another host untouched for over an hour. A live writer's
+    longer runs or was started before the last boot (a power loss), and those of
+    another host untouched for over an hour. A live writer's
     (this test's process; a fresh file of another host, as a job array's job writing
     into the same directory) and other files are left alone."""
     out = tmp_path / "out"
@@ -314,6 +321,8 @@ def test_a_rerun_removes_the_temporary_files_of_a_killed_run(medium, single, tmp
         out / "train" / f".shard-00000-00009.arrow.tmp-{host}-{dead}",
         out / ".state" / ".input-00000.json.tmp-otherhost-1",
         out / "train" / ".shard-00000-00008.arrow.tmp-7",  # an older version's name
+        # pid 1 runs now, but not the process that wrote this before the last boot
+        out / "val" / f".shard-00000-00008.arrow.tmp-{host}-1",
     ]
     live = [
         out / "train" / f".shard-00000-00007.arrow.tmp-{host}-{os.getpid()}",
@@ -323,8 +332,10 @@ def test_a_rerun_removes_the_temporary_files_of_a_killed_run(medium, single, tmp
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"half")
     hours_ago = time.time() - 2 * 3600
-    for path in gone[2:]:
+    for path in gone[2:4]:
         os.utime(path, (hours_ago, hours_ago))
+    before_boot = boot_time() - 60
+    os.utime(gone[4], (before_boot, before_boot))
     (out / "notes.txt").write_text("mine")
     prep("c.jsonl", *MEDIUM_OPTS, "--out", out, cwd=medium)
     assert [p for p in gone if p.exists()] == []
@@ -340,3 +351,79 @@ def _finished_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+@pytest.mark.parametrize("damage", ["deleted", "cut short"])
+def test_a_rerun_writes_again_a_shard_that_is_gone_or_cut_short(medium, single, tmp_path, damage):
+    """A finished chunk is trusted only while its shards are there at the size they
+    were written with (a user deleted one, or a disk lost it): the rerun is no no-op,
+    it writes that chunk again and ends byte-identical to an uninterrupted run,
+    leaving the shards of every other chunk untouched."""
+    out = tmp_path / "out"
+    shutil.copytree(single["c.jsonl"], out)
+    victim = sorted((out / "train").glob("*.arrow"))[2]
+    if damage == "deleted":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes()[:-100])
+    before = mtimes(out)
+    res = prep("c.jsonl", *MEDIUM_OPTS, "--out", out, cwd=medium)
+    assert "nothing to do" not in res.stderr
+    assert snapshot(out) == snapshot(single["c.jsonl"])
+    after = mtimes(out)
+    rewritten = {p for p in after if after[p] != before.get(p)}
+    assert victim.relative_to(out).as_posix() in rewritten
+    chunk = {f"{split}/{victim.name}" for split in ("train", "val")}  # its chunk's shards
+    assert not {p for p in rewritten if p.endswith(".arrow")} - chunk
+
+
+def test_a_chunk_is_on_record_only_once_its_shards_names_are_on_disk(medium, tmp_path, monkeypatch):
+    """Power loss: a file's fsync covers its bytes, its name needs its folder's fsync.
+    In a real prep (in this process, every os.replace and os.fsync recorded), each
+    shard's folder is fsynced after the shard is renamed into it and before its
+    chunk's state file is renamed into place (a resumed run trusts that file); and
+    every file renamed into place, manifest.json last, has its folder fsynced."""
+    events: list[tuple[str, object]] = []
+    lock = threading.Lock()
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src, dst, *a, **kw):
+        real_replace(src, dst, *a, **kw)
+        with lock:
+            events.append(("renamed", Path(dst)))
+
+    def fsync(fd):
+        real_fsync(fd)
+        st = os.fstat(fd)
+        with lock:
+            events.append(("fsynced", (st.st_dev, st.st_ino)))
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "out"
+    opts = PrepOptions(
+        splitters=list(SPECS),
+        read=ReadOptions(),
+        val_fraction=0.1,
+        shard_bytes=200_000,
+        workers=2,
+    )
+    manifest = prep_in_process(discover([str(medium / "c.jsonl")], [], [], "auto"), out, opts)
+    monkeypatch.undo()
+    assert len(manifest["shards"]) >= 6
+
+    def folder_synced(path: Path, after: int, before: int) -> bool:
+        st = path.parent.stat()
+        key = (st.st_dev, st.st_ino)
+        return any(e == ("fsynced", key) for e in events[after + 1 : before])
+
+    renamed = {dst: i for i, (kind, dst) in enumerate(events) if kind == "renamed"}
+    for shard in manifest["shards"]:
+        shard_at = renamed[out / shard["path"]]
+        key = shard["path"].split("-", 1)[1].removesuffix(".arrow")
+        state_at = renamed[out / ".state" / f"chunk-{key}.json"]
+        assert shard_at < state_at
+        assert folder_synced(out / shard["path"], shard_at, state_at), shard["path"]
+    assert max(renamed.values()) == renamed[out / "manifest.json"]
+    for path, at in renamed.items():
+        assert folder_synced(path, at, len(events)), path

@@ -1,0 +1,48 @@
+"""Writers outside `aunet prep` (the exported model, a plot) under a write the system
+refuses: one OutputWriteError naming the file, no temporary left, and the file a
+previous run wrote still whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from aunet_cli.errors import OutputWriteError
+from aunet_cli.export import export_model, load_model
+from aunet_cli.plot import plot_runs
+
+from .test_data_stream import file_size_limit
+from .test_generate_cli import make_run
+from .test_plot import fake_run
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*.tmp-*"))
+
+
+def test_an_export_the_disk_refuses_keeps_the_previous_model(tmp_path):
+    """make_run exports a ~550 KB model; exporting another over it under a 200 KB file
+    size limit (as a full disk would) fails in one error and keeps the first."""
+    run = make_run(tmp_path / "run")
+    before = (run / "model.safetensors").read_bytes()
+    model, config = load_model(run)
+    torch.nn.init.zeros_(next(model.parameters()))
+    with file_size_limit(200_000), pytest.raises(OutputWriteError, match=r"model\.safetensors"):
+        export_model(model, run, config)
+    assert (run / "model.safetensors").read_bytes() == before
+    assert leftovers(run) == []
+    export_model(model, run, config)  # the same call, with room: the new model
+    assert (run / "model.safetensors").read_bytes() != before
+
+
+def test_a_plot_the_disk_refuses_keeps_the_previous_plot(tmp_path):
+    runs = [fake_run(tmp_path, "a", 1.0), fake_run(tmp_path, "b", 0.8)]
+    out = plot_runs(runs, tmp_path / "curves.png")
+    before = out.read_bytes()
+    refused = pytest.raises(OutputWriteError, match=r"curves\.png: File too large")
+    with file_size_limit(4096), refused:
+        plot_runs(runs[:1], out)
+    assert out.read_bytes() == before
+    assert leftovers(tmp_path) == []
