@@ -186,12 +186,18 @@ class AppendingCSVLogger(CSVLogger):
 
 
 class ExportAtEnd(Callback):
+    """model.safetensors + config.json when training ends (rank 0)."""
+
     def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
-        self.run_dir, self.config = run_dir, config
+        self.run_dir, self.config, self.exported = run_dir, config, False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: AUNetModule) -> None:
         if trainer.is_global_zero:
-            export_model(pl_module.model, self.run_dir, self.config)
+            self.export(pl_module)
+
+    def export(self, pl_module: AUNetModule) -> None:
+        export_model(pl_module.model, self.run_dir, self.config)
+        self.exported = True
 
 
 def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
@@ -264,7 +270,8 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
         save_top_k=t.keep_checkpoints, monitor="step", mode="max", save_last=True,
         auto_insert_metric_name=False,
     )  # fmt: skip
-    callbacks: list[Callback] = [ckpt, ExportAtEnd(run_dir, export_config(recipe, prep_dir, codec))]
+    exporter = ExportAtEnd(run_dir, export_config(recipe, prep_dir, codec))
+    callbacks: list[Callback] = [ckpt, exporter]
     if not quiet:
         callbacks.append(StepProgressBar(total_steps))
     trainer = L.Trainer(
@@ -297,6 +304,10 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     finally:
         if trainer.is_global_zero:
             _add_wall_time(run_dir, time.time() - started, trainer.global_step)
+    if trainer.is_global_zero and not trainer.interrupted and not exporter.exported:
+        # resumed at its last step (e.g. after the disk refused the export): Lightning
+        # restores the checkpoint but runs no training loop, so no on_train_end
+        exporter.export(module)
     return {
         "steps": trainer.global_step,
         **{k: float(v) for k, v in trainer.callback_metrics.items()},

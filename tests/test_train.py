@@ -195,15 +195,18 @@ def test_short_run_writes_metrics_compute_model_and_checkpoints(finished_run):
 
 @pytest.fixture(scope="module")
 def rerun(finished_run, workdir) -> tuple[Path, subprocess.CompletedProcess]:
-    """A copy of the finished run, run again with the same command."""
+    """A copy of the finished run, run again with the same command; its model file
+    removed first, as an export the disk refused (exit 5) leaves the run."""
     run = workdir / "rerun"
     shutil.copytree(finished_run, run)
+    (run / "model.safetensors").unlink()
     proc = aunet_train(workdir / "recipe.yaml", run)
     return run, proc
 
 
 def test_rerun_of_a_finished_run_does_no_extra_steps(rerun, finished_run):
-    """Rerunning a finished run resumes at max_steps and trains nothing more."""
+    """Rerunning a finished run resumes at max_steps, trains nothing more, and exports
+    the final model again."""
     run, _proc = rerun
     assert ckpt_step(run / "checkpoints" / "last.ckpt") == 12
     assert sorted(step_ckpts(run)) == [8, 12]
