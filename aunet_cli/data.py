@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from .atomic import replacing, write_json_atomic
+from .atomic import remove_stale_temporaries, replacing, write_json_atomic
 from .errors import AunetError, BadInputError
 from .model import BOS, EOS
 from .tokenizer import BYTES, BpeCodec, Codec
@@ -47,6 +47,7 @@ def build_stream(
     out = _stream_dir(prep_dir, split, cache, codec)
     meta_path = out / "meta.json"
     if not meta_path.exists():
+        remove_stale_temporaries(out)  # of a build that was killed
         _write_stream(
             prep_dir / split, out, len(json.loads(manifest.read_text())["options"]["splitters"]),
             codec,

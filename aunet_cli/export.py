@@ -25,6 +25,8 @@ def export_model(model: AUNet, run_dir: Path, config: dict[str, Any]) -> None:
         try:
             save_file(tensors, str(tmp), metadata={"format": MODEL_FORMAT})
         except SafetensorError as exc:  # its writes fail in Rust: no OSError to name
+            if "I/O error" not in str(exc):
+                raise
             raise OutputWriteError(
                 f"cannot write {target}: {exc}; free some space or fix the cause, then run "
                 "the same command again"

@@ -11,17 +11,13 @@ done, whichever job or run did the work.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import time
 from collections import Counter
-from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .atomic import write_json_atomic
+from .atomic import remove_stale_temporaries, write_json_atomic
 from .errors import OutputConflictError
 from .readers import InputFile
 
@@ -38,48 +34,6 @@ def state_path(out: Path, key: str) -> Path:
 
 def input_state_path(out: Path, index: int) -> Path:
     return out / ".state" / f"input-{index:05d}.json"
-
-
-def remove_stale_temporaries(out: Path) -> None:
-    """Half-written files whose writer is gone (shards and state files one level down,
-    manifest.json at the top): a process of this host that no longer runs (or this
-    one, whose writes are over when this is called), or a writer elsewhere that has
-    not touched its file for STALE_AFTER_S. The jobs of a job array may write into
-    the same directory at once: their files in progress stay."""
-    host = socket.gethostname()
-    for tmp in [*out.glob(".*.tmp-*"), *out.glob("*/.*.tmp-*")]:
-        with suppress(FileNotFoundError):  # its writer renamed or removed it meanwhile
-            if tmp.is_file() and _writer_gone(tmp, host):
-                tmp.unlink()
-
-
-STALE_AFTER_S = 3600  # a shard is written in seconds, every write touching the file
-
-
-def _writer_gone(tmp: Path, host: str) -> bool:
-    """For a temporary named by atomic.temporary_name (or an older name: by its age)."""
-    writer_host, _, pid = tmp.name.rpartition(".tmp-")[2].rpartition("-")
-    if writer_host != host or not pid.isdigit():
-        return time.time() - tmp.stat().st_mtime > STALE_AFTER_S
-    if tmp.stat().st_mtime < boot_time():  # its writer ran before a reboot (power loss)
-        return True
-    if int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it runs, as another user
-        pass
-    return False
-
-
-def boot_time() -> float:
-    """When this host last started (epoch seconds): a pid from before then names a
-    process that is gone, whatever runs under that pid now. 0 where unknown."""
-    if not hasattr(time, "CLOCK_BOOTTIME"):  # Linux only
-        return 0.0
-    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:

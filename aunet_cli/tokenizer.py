@@ -234,8 +234,9 @@ def train_bpe(
             if not seen[0]:
                 raise AunetError("no text to train the tokenizer on (the split is empty)") from None
             raise AunetError(f"sentencepiece could not train the tokenizer: {exc}") from None
+        trained = Path(f"{prefix}.model").read_bytes()
         with replacing(out_dir / MODEL_FILE) as f:  # the trainer's file, fsynced under our name
-            f.write(Path(f"{prefix}.model").read_bytes())
+            f.write(trained)
     codec = BpeCodec(out_dir / MODEL_FILE)
     info = {
         "format": TOKENIZER_FORMAT,

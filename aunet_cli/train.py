@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from . import __version__
-from .atomic import replacing, write_json_atomic
+from .atomic import remove_stale_temporaries, replacing, write_json_atomic
 from .data import AUNetData, stream_meta
 from .errors import AunetError, OutputConflictError
 from .export import export_model
@@ -193,9 +193,19 @@ class ExportAtEnd(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: AUNetModule) -> None:
         if trainer.is_global_zero:
-            self.export(pl_module)
+            self._export(pl_module)
 
-    def export(self, pl_module: AUNetModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: AUNetModule) -> None:
+        """A run resumed at its last step (e.g. after the disk refused the export):
+        Lightning restores the checkpoint but runs no training loop, so no
+        on_train_end. Export if the model is missing and the checkpoint is the
+        planned end (not a stop before a lowered trainer.max_steps)."""
+        finished = trainer.max_steps > 0 and trainer.global_step == trainer.max_steps
+        missing = not (self.run_dir / "model.safetensors").is_file()
+        if trainer.is_global_zero and not self.exported and finished and missing:
+            self._export(pl_module)
+
+    def _export(self, pl_module: AUNetModule) -> None:
         export_model(pl_module.model, self.run_dir, self.config)
         self.exported = True
 
@@ -226,6 +236,7 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     """Train (or resume) a run; returns the final metrics summary."""
     _quiet_lightning()
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # a killed run's half-written files (the model's)
     recipe_path = run_dir / "recipe.json"
     ckpt_dir = run_dir / "checkpoints"
     resume = None
@@ -270,8 +281,7 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
         save_top_k=t.keep_checkpoints, monitor="step", mode="max", save_last=True,
         auto_insert_metric_name=False,
     )  # fmt: skip
-    exporter = ExportAtEnd(run_dir, export_config(recipe, prep_dir, codec))
-    callbacks: list[Callback] = [ckpt, exporter]
+    callbacks: list[Callback] = [ckpt, ExportAtEnd(run_dir, export_config(recipe, prep_dir, codec))]
     if not quiet:
         callbacks.append(StepProgressBar(total_steps))
     trainer = L.Trainer(
@@ -304,10 +314,6 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     finally:
         if trainer.is_global_zero:
             _add_wall_time(run_dir, time.time() - started, trainer.global_step)
-    if trainer.is_global_zero and not trainer.interrupted and not exporter.exported:
-        # resumed at its last step (e.g. after the disk refused the export): Lightning
-        # restores the checkpoint but runs no training loop, so no on_train_end
-        exporter.export(module)
     return {
         "steps": trainer.global_step,
         **{k: float(v) for k, v in trainer.callback_metrics.items()},

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from aunet_cli import atomic
+from aunet_cli.atomic import replacing, temporary_name
 from aunet_cli.errors import OutputWriteError
 from aunet_cli.export import export_model, load_model
 from aunet_cli.plot import plot_runs
@@ -46,3 +48,32 @@ def test_a_plot_the_disk_refuses_keeps_the_previous_plot(tmp_path):
         plot_runs(runs[:1], out)
     assert out.read_bytes() == before
     assert leftovers(tmp_path) == []
+
+
+def test_a_long_file_name_is_written_and_one_too_long_is_one_error(tmp_path):
+    """The temporary's name adds the writer (host, pid, boot) to the file's: a name of
+    250 bytes, near the 255-byte limit, must still be writable; one of 300 is a
+    refused write naming it, not a traceback."""
+    fine = tmp_path / ("x" * 250)
+    with replacing(fine) as f:
+        f.write(b"ok")
+    assert fine.read_bytes() == b"ok"
+    assert len(temporary_name(fine).name.encode()) <= 255
+    with (
+        pytest.raises(OutputWriteError, match="File name too long"),
+        replacing(tmp_path / ("y" * 300)) as f,
+    ):
+        f.write(b"no")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fine.name]
+
+
+def test_new_folders_are_fsynced_into_their_parents(tmp_path, monkeypatch):
+    """mkdir -p of out/a/b for a file: each new folder's name is made durable in its
+    parent (fsync of tmp_path, out, out/a), then the file's in out/a/b."""
+    synced: list[Path] = []
+    real = atomic.fsync_directory
+    monkeypatch.setattr(atomic, "fsync_directory", lambda d: (synced.append(Path(d)), real(d)))
+    out = tmp_path / "out"
+    with replacing(out / "a" / "b" / "f.json") as f:
+        f.write(b"{}")
+    assert synced == [tmp_path, out, out / "a", out / "a" / "b"]

@@ -21,9 +21,9 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
+from aunet_cli.atomic import boot_id, temporary_name
 from aunet_cli.prep import PrepOptions
 from aunet_cli.prep import prep as prep_in_process
-from aunet_cli.prep_output import boot_time
 from aunet_cli.readers import ReadOptions, discover
 
 from .test_prep_cli import AUNET, SPECS, STAGE_ARGS, aunet, aunet_env, prep, sha256, write, zst
@@ -163,6 +163,21 @@ def test_job_array_equals_a_single_run(medium, single, inputs, order):
     assert snapshot(out) == snapshot(single[inputs])
     got = ids(out)
     assert len(got) == len(set(got)) == n_lines(medium / "c.jsonl")
+
+
+def test_a_job_writes_no_manifest_while_another_jobs_shard_is_missing(medium, single, tmp_path):
+    """A job array over an output whose shard of job 0's chunk 2 was deleted: job 1,
+    run first, finds its own chunks done but writes no manifest listing the missing
+    shard; job 0 then writes the chunk again, and the manifest."""
+    out = tmp_path / "out"
+    shutil.copytree(single["c.jsonl"], out)
+    (out / "manifest.json").unlink()
+    (out / "train" / "shard-00000-00002.arrow").unlink()  # chunk 2 % 2 == 0: job 0's
+    jobs = ("--num-shards", "2", "--shard-index")
+    prep("c.jsonl", *MEDIUM_OPTS, "--out", out, *jobs, "1", cwd=medium)
+    assert not (out / "manifest.json").exists()
+    prep("c.jsonl", *MEDIUM_OPTS, "--out", out, *jobs, "0", cwd=medium)
+    assert snapshot(out) == snapshot(single["c.jsonl"])
 
 
 # --- SIGKILL and resume on ~30 MB ------------------------------------------------------
@@ -307,26 +322,29 @@ def test_a_refused_write_is_one_line_keeps_what_is_written_and_resumes(medium, t
 def test_a_rerun_removes_the_temporary_files_of_a_killed_run(medium, single, tmp_path):
     """Temporaries a SIGKILL can leave (a shard's, a state file's, the manifest's) are
     removed when the same command runs again: those of a process of this host that no
-    longer runs or was started before the last boot (a power loss), and those of
-    another host untouched for over an hour. A live writer's
-    (this test's process; a fresh file of another host, as a job array's job writing
-    into the same directory) and other files are left alone."""
+    longer runs or ran before the last boot (a power loss: compared by boot id, not
+    by clocks), and those of another host untouched for over an hour. A live writer's
+    (this test's process; pid 1 in this boot; a fresh file of another host, as a job
+    array's job writing into the same directory) and other files are left alone."""
     out = tmp_path / "out"
     shutil.copytree(single["c.jsonl"], out)
     (out / "manifest.json").unlink()  # killed while writing it
     dead = _finished_pid()
     host = socket.gethostname()
+    boot = f".{boot_id()}" if boot_id() else ""
+    other_boot = "00000000" if boot_id() != "00000000" else "11111111"
     gone = [
-        out / f".manifest.json.tmp-{host}-{dead}",
-        out / "train" / f".shard-00000-00009.arrow.tmp-{host}-{dead}",
-        out / ".state" / ".input-00000.json.tmp-otherhost-1",
+        out / f".manifest.json.tmp-{host}-{dead}{boot}",
+        out / "train" / f".shard-00000-00009.arrow.tmp-{host}-{dead}{boot}",
+        out / ".state" / ".input-00000.json.tmp-otherhost-1.0123abcd",
         out / "train" / ".shard-00000-00008.arrow.tmp-7",  # an older version's name
         # pid 1 runs now, but not the process that wrote this before the last boot
-        out / "val" / f".shard-00000-00008.arrow.tmp-{host}-1",
+        out / "val" / f".shard-00000-00008.arrow.tmp-{host}-1.{other_boot}",
     ]
     live = [
-        out / "train" / f".shard-00000-00007.arrow.tmp-{host}-{os.getpid()}",
-        out / "val" / ".shard-00000-00009.arrow.tmp-otherhost-2",
+        temporary_name(out / "train" / "shard-00000-00007.arrow"),
+        out / "train" / f".shard-00000-00006.arrow.tmp-{host}-1{boot}",
+        out / "val" / ".shard-00000-00009.arrow.tmp-otherhost-2.0123abcd",
     ]
     for path in gone + live:
         path.parent.mkdir(exist_ok=True)
@@ -334,8 +352,6 @@ def test_a_rerun_removes_the_temporary_files_of_a_killed_run(medium, single, tmp
     hours_ago = time.time() - 2 * 3600
     for path in gone[2:4]:
         os.utime(path, (hours_ago, hours_ago))
-    before_boot = boot_time() - 60
-    os.utime(gone[4], (before_boot, before_boot))
     (out / "notes.txt").write_text("mine")
     prep("c.jsonl", *MEDIUM_OPTS, "--out", out, cwd=medium)
     assert [p for p in gone if p.exists()] == []
@@ -402,7 +418,7 @@ def test_a_chunk_is_on_record_only_once_its_shards_names_are_on_disk(medium, tmp
     monkeypatch.setattr(os, "fsync", fsync)
     out = tmp_path / "out"
     opts = PrepOptions(
-        splitters=list(SPECS),
+        splitters=tuple(SPECS),
         read=ReadOptions(),
         val_fraction=0.1,
         shard_bytes=200_000,

@@ -23,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from aunet_cli.atomic import temporary_name
 from aunet_cli.export import load_model
 
 AUNET = Path(sys.executable).with_name("aunet")
@@ -200,6 +201,11 @@ def rerun(finished_run, workdir) -> tuple[Path, subprocess.CompletedProcess]:
     run = workdir / "rerun"
     shutil.copytree(finished_run, run)
     (run / "model.safetensors").unlink()
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a process that has ended, whose half-written files are left over:
+    for name in ("model.safetensors", "config.json"):
+        tmp = temporary_name(run / name)
+        tmp.with_name(tmp.name.replace(f"-{os.getpid()}", f"-{proc.pid}")).write_bytes(b"half")
     proc = aunet_train(workdir / "recipe.yaml", run)
     return run, proc
 
@@ -208,6 +214,7 @@ def test_rerun_of_a_finished_run_does_no_extra_steps(rerun, finished_run):
     """Rerunning a finished run resumes at max_steps, trains nothing more, and exports
     the final model again."""
     run, _proc = rerun
+    assert sorted(run.glob(".*.tmp-*")) == []  # the left-over temporaries are gone
     assert ckpt_step(run / "checkpoints" / "last.ckpt") == 12
     assert sorted(step_ckpts(run)) == [8, 12]
     a = load_file(str(finished_run / "model.safetensors"))
@@ -215,6 +222,16 @@ def test_rerun_of_a_finished_run_does_no_extra_steps(rerun, finished_run):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     if (run / "metrics.csv").exists():  # no new training rows (see the next test)
         assert train_losses(run) == train_losses(finished_run)
+
+
+def test_rerun_with_the_model_in_place_leaves_it_alone(finished_run, workdir):
+    """The export on a rerun is only for a missing model.safetensors."""
+    run = workdir / "rerun-with-model"
+    shutil.copytree(finished_run, run)
+    before = (run / "model.safetensors").stat().st_mtime_ns
+    proc = aunet_train(workdir / "recipe.yaml", run)
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "model.safetensors").stat().st_mtime_ns == before
 
 
 def test_rerun_keeps_the_metrics_history(rerun, finished_run):
