@@ -189,25 +189,22 @@ class ExportAtEnd(Callback):
     """model.safetensors + config.json when training ends (rank 0)."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
-        self.run_dir, self.config, self.exported = run_dir, config, False
+        self.run_dir, self.config = run_dir, config
 
     def on_train_end(self, trainer: L.Trainer, pl_module: AUNetModule) -> None:
         if trainer.is_global_zero:
-            self._export(pl_module)
+            export_model(pl_module.model, self.run_dir, self.config)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: AUNetModule) -> None:
         """A run resumed at its last step (e.g. after the disk refused the export):
         Lightning restores the checkpoint but runs no training loop, so no
         on_train_end. Export if the model is missing and the checkpoint is the
-        planned end (not a stop before a lowered trainer.max_steps)."""
+        planned end (not a stop before a lowered trainer.max_steps). After
+        on_train_end the model is there: nothing is exported twice."""
         finished = trainer.max_steps > 0 and trainer.global_step == trainer.max_steps
         missing = not (self.run_dir / "model.safetensors").is_file()
-        if trainer.is_global_zero and not self.exported and finished and missing:
-            self._export(pl_module)
-
-    def _export(self, pl_module: AUNetModule) -> None:
-        export_model(pl_module.model, self.run_dir, self.config)
-        self.exported = True
+        if trainer.is_global_zero and finished and missing:
+            export_model(pl_module.model, self.run_dir, self.config)
 
 
 def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
