@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,14 @@ MODEL_FORMAT = "aunet-model/1"
 
 def export_model(model: AUNet, run_dir: Path, config: dict[str, Any]) -> None:
     """Write model.safetensors and config.json atomically."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    export_weights(model.state_dict(), run_dir, config)
+
+
+def export_weights(
+    weights: Mapping[str, torch.Tensor], run_dir: Path, config: dict[str, Any]
+) -> None:
+    """export_model for a state dict of AUNet (e.g. gathered from sharded ranks)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     target = run_dir / "model.safetensors"
     with replacing_path(target) as tmp:
         try:
@@ -32,6 +40,12 @@ def export_model(model: AUNet, run_dir: Path, config: dict[str, Any]) -> None:
                 "the same command again"
             ) from None
     write_json_atomic(run_dir / "config.json", config)
+
+
+def model_weights(module_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """AUNet's weights in a training module's state dict (a checkpoint's): its
+    `model.` entries (a compiled forward_fn repeats them under its own name)."""
+    return {k.removeprefix("model."): v for k, v in module_state.items() if k.startswith("model.")}
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[AUNet, dict[str, Any]]:
@@ -84,9 +98,7 @@ def _from_checkpoint(run_dir: Path, device: str | torch.device) -> tuple[AUNet, 
         ) from None
     try:
         state = torch.load(ckpt, map_location=device, weights_only=True)["state_dict"]
-        model.load_state_dict(
-            {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        )
+        model.load_state_dict(model_weights(state))
     except (RuntimeError, OSError, KeyError, EOFError) as exc:
         raise AunetError(f"{ckpt}: cannot load ({str(exc).splitlines()[0]})") from None
     config = {

@@ -34,7 +34,7 @@ from . import __version__
 from .atomic import remove_stale_temporaries, replacing, write_json_atomic
 from .data import AUNetData, stream_meta
 from .errors import AunetError, OutputConflictError
-from .export import export_model
+from .export import export_weights, model_weights
 from .flops import FlopsReport, flops_per_byte
 from .model import AUNet, ModelConfig
 from .recipe import Recipe
@@ -186,25 +186,35 @@ class AppendingCSVLogger(CSVLogger):
 
 
 class ExportAtEnd(Callback):
-    """model.safetensors + config.json when training ends (rank 0)."""
+    """model.safetensors + config.json when training ends (written by rank 0).
+
+    The weights come from the strategy, as a checkpoint's do: under FSDP each rank
+    holds a shard, and gathering them is a collective that every rank joins (rank 0
+    receives the full tensors). Rank 0 reading its own module alone would hang or
+    export its shard."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
         self.run_dir, self.config = run_dir, config
 
     def on_train_end(self, trainer: L.Trainer, pl_module: AUNetModule) -> None:
-        if trainer.is_global_zero:
-            export_model(pl_module.model, self.run_dir, self.config)
+        self._export(trainer)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: AUNetModule) -> None:
         """A run resumed at its last step (e.g. after the disk refused the export):
         Lightning restores the checkpoint but runs no training loop, so no
         on_train_end. Export if the model is missing and the checkpoint is the
         planned end (not a stop before a lowered trainer.max_steps). After
-        on_train_end the model is there: nothing is exported twice."""
+        on_train_end the model is there: nothing is exported twice. Rank 0's view
+        of the disk decides for all ranks (nodes need not share a file system)."""
         finished = trainer.max_steps > 0 and trainer.global_step == trainer.max_steps
         missing = not (self.run_dir / "model.safetensors").is_file()
-        if trainer.is_global_zero and finished and missing:
-            export_model(pl_module.model, self.run_dir, self.config)
+        if finished and trainer.strategy.broadcast(missing, src=0):
+            self._export(trainer)
+
+    def _export(self, trainer: L.Trainer) -> None:
+        weights = model_weights(trainer.strategy.lightning_module_state_dict())
+        if trainer.is_global_zero:
+            export_weights(weights, self.run_dir, self.config)
 
 
 def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:

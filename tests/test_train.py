@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from aunet_cli.atomic import temporary_name
-from aunet_cli.export import load_model
+from aunet_cli.export import load_model, model_weights
 
 AUNET = Path(sys.executable).with_name("aunet")
 
@@ -340,3 +340,9 @@ def test_ddp_two_processes_on_cpu(workdir):
     assert json.loads((run / "compute.json").read_text())["bytes_per_step"] == 64 * 4 * 2
     model, _ = load_model(run)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    # exported once, by rank 0, from the weights every rank gathered: the checkpoint's
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=True)["state_dict"]  # fmt: skip
+    exported = load_file(str(run / "model.safetensors"))
+    assert exported.keys() == model_weights(state).keys()
+    assert all(torch.equal(state[f"model.{k}"], v) for k, v in exported.items())
