@@ -151,6 +151,12 @@ def replacing_path(path: Path) -> Iterator[Path]:
     try:
         make_folders(path.parent)
     except OSError as exc:  # whatever the reason, the folder cannot be made here
+        blocker = next((f for f in path.parents if f.exists() and not f.is_dir()), None)
+        if blocker is not None:
+            raise OutputWriteError(
+                f"cannot write {path}: {blocker} is a file, not a folder; choose another "
+                "path or move the file"
+            ) from None
         raise _refused(path, exc) from None
     try:
         yield tmp

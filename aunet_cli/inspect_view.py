@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as ds
 from rich.console import Console
 from rich.panel import Panel
@@ -13,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import AunetError
+from .prep_output import PREP_FORMAT, shards_intact
 from .split_view import STYLES, _units
 from .summary import stage_table
 
@@ -29,9 +31,9 @@ def inspect(console: Console, directory: Path, n_docs: int, split: str) -> None:
         else:
             hint = " (not a directory)" if directory.exists() else " (no such directory)"
         raise AunetError(f"{directory}: no manifest.json{hint}")
-    manifest = json.loads(manifest_path.read_text())
-    t = manifest["totals"]
+    manifest = _read_manifest(manifest_path)
     stages = manifest["options"]["splitters"]
+    t = manifest["totals"]
     lines = [
         f"aunet {manifest['tool']['version']}, {len(manifest['inputs'])} input(s), "
         f"{len(manifest['shards'])} shard(s)",
@@ -44,17 +46,57 @@ def inspect(console: Console, directory: Path, n_docs: int, split: str) -> None:
     console.print(Panel("\n".join(lines), title=str(directory)))
     console.print(stage_table(manifest))
 
-    split_dir = directory / split
-    if not split_dir.exists():
+    shards = [s for s in manifest["shards"] if s["split"] == split]
+    if not shards:
         console.print(f"no {split} shards")
         return
-    dataset = ds.dataset(split_dir, format="arrow")
-    console.print(_histograms(dataset, len(stages)))
+    if not shards_intact(directory, shards):
+        raise AunetError(
+            f"{directory}: a {split} shard listed in manifest.json is missing or cut short; "
+            "rerun the same `aunet prep` to write it again"
+        )
+    try:
+        dataset = ds.dataset([str(directory / s["path"]) for s in shards], format="arrow")
+        _show(console, dataset, len(stages), n_docs)
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise AunetError(
+            f"{directory}: its {split} shards cannot be read as aunet shards ({exc!r}); "
+            "rerun `aunet prep` with --overwrite"
+        ) from None
+
+
+def _read_manifest(path: Path) -> dict:
+    """The manifest, checked for what inspect reads: anything else is one line."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise AunetError(f"{path}: cannot be read ({exc}); rerun the same `aunet prep`") from None
+    keys = ("format", "tool", "options", "inputs", "totals", "splits", "shards")
+    shape_ok = (
+        isinstance(manifest, dict)
+        and all(k in manifest for k in keys)
+        and isinstance(manifest["shards"], list)
+        and all(
+            isinstance(s, dict) and {"path", "size", "split"} <= s.keys()
+            for s in manifest["shards"]
+        )
+    )
+    if not shape_ok or manifest["format"] != PREP_FORMAT:
+        raise AunetError(
+            f"{path}: not an `aunet prep` manifest of format {PREP_FORMAT}; rerun the same "
+            "`aunet prep`"
+        )
+    return manifest
+
+
+def _show(console: Console, dataset: ds.Dataset, n_stages: int, n_docs: int) -> None:
+    """Unit length histograms and the first documents with their units."""
+    console.print(_histograms(dataset, n_stages))
     head = dataset.head(n_docs)
     for row in head.to_pylist():
         data: bytes = row["text"]
         text = Text(f"{row['id']} ({len(data)} bytes)\n", style="bold")
-        points = np.asarray(row[f"pool_{len(stages)}"] if len(stages) == 1 else row["pool_1"])
+        points = np.asarray(row["pool_1"])
         for i, unit in enumerate(_units(data[:600], points[points < 600])):
             text.append(unit.decode("utf-8", "replace"), style=STYLES[i % 2])
         if len(data) > 600:

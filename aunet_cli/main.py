@@ -1,5 +1,6 @@
 """The `aunet` command line: thin Typer commands over plain functions."""
 
+import errno
 import json
 import math
 import sys
@@ -13,7 +14,7 @@ from splitters import SplitterError
 
 from . import __version__
 from .consoles import err, escape, out
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AunetError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OUTPUT_WRITE, AunetError
 from .splitter_cmd import app as splitter_app
 
 app = typer.Typer(
@@ -75,6 +76,9 @@ def splitters_cmd(
 ) -> None:
     """List installed splitters (built-in and third-party plugins)."""
     from splitters import load, names
+
+    if fmt not in ("table", "json"):
+        raise AunetError(f"--format must be table or json, got {fmt!r}")
 
     rows = []
     for name in names():
@@ -169,7 +173,8 @@ def prep_cmd(
         str, typer.Option(help="auto (from the file name), txt, jsonl or parquet.")
     ] = "auto",
     include: Annotated[
-        list[str] | None, typer.Option(help="Glob of files to take from directories.")
+        list[str] | None,
+        typer.Option(help="Glob of files to take from directories (hidden ones too)."),
     ] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Glob of files to leave out.")] = None,
     val_fraction: Annotated[
@@ -202,7 +207,10 @@ def prep_cmd(
     on_error: Annotated[
         str, typer.Option(help="Bad records (invalid JSON, missing field): fail or skip.")
     ] = "fail",
-    overwrite: Annotated[bool, typer.Option(help="Delete the output directory first.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Delete the output directory first (only one made by aunet prep)."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Split raw text into Arrow shards with pooling points (resumable, parallel)."""
@@ -217,6 +225,8 @@ def prep_cmd(
         raise AunetError(
             f"--input-format must be auto, txt, jsonl or parquet, got {input_format!r}"
         )
+    if math.isnan(val_fraction):
+        raise AunetError("--val-fraction must be a number from 0 to 1, got nan")
     if shard_index >= num_shards:
         raise AunetError(
             f"--shard-index must be below --num-shards ({num_shards}), got {shard_index}"
@@ -233,7 +243,7 @@ def prep_cmd(
         num_shards=num_shards,
         shard_index=shard_index,
     )
-    files = discover(inputs, include or [], exclude or [], input_format)
+    files = discover(inputs, include or [], exclude or [], input_format, out_dir)
     t0 = time.perf_counter()
     if quiet:  # no rich at all: a scripted prep skips its import
         prep(files, out_dir, opts, None, overwrite)
@@ -253,11 +263,14 @@ def prep_cmd(
 @app.command("inspect")
 def inspect_cmd(
     directory: Annotated[Path, typer.Argument(help="Output directory of `aunet prep`.")],
-    docs: Annotated[int, typer.Option(help="Documents to show with their boundaries.")] = 3,
+    docs: Annotated[int, typer.Option(min=0, help="Documents to show with their boundaries.")] = 3,
     split: Annotated[str, typer.Option(help="train or val")] = "train",
 ) -> None:
     """Summarise prepared shards: counts, unit lengths per stage, example documents."""
     from .inspect_view import inspect
+
+    if split not in ("train", "val"):
+        raise AunetError(f"--split must be train or val, got {split!r}")
 
     inspect(out(), directory, docs, split)
 
@@ -540,6 +553,11 @@ def run() -> None:
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:  # e.g. standard output on a full disk
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        err().print(f"[bold red]error:[/bold red] cannot write the output: {exc.strerror}")
+        sys.exit(EXIT_OUTPUT_WRITE)
     except Exception:
         err().print_exception()
         err().print("[bold red]internal error[/bold red]: please report this with the traceback.")

@@ -150,6 +150,21 @@ def _init_worker(
         pa.set_io_thread_count(1)
 
 
+def _init_worker_process(parent: int, specs: tuple[str, ...]) -> None:
+    """A worker process ends with prep: killed (SIGKILL) when the process that forked
+    it dies, even by SIGTERM or SIGKILL, which leave no time to stop the pool; an
+    orphan would wait forever on its task queue, holding the caller's pipes open.
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere the pool's own shutdown remains."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # prep died before the line above
+        os._exit(1)
+    _init_worker(specs, False)
+
+
 def process_chunk(chunk: Chunk, out: Path) -> dict[str, Any]:
     """Split a chunk's documents, write its shards atomically, then its state file."""
     if chunk.slot is not None:
@@ -316,7 +331,7 @@ def prep(
     progress = progress or Progress()
     pipeline = Pipeline.from_specs(opts.splitters)
     fp = fingerprint(opts, pipeline)
-    claim_output(out, fp, overwrite)
+    claim_output(out, fp, overwrite, inputs)
     manifest_path = out / "manifest.json"
     if manifest_path.exists() and up_to_date(out, inputs):
         return json.loads(manifest_path.read_text()) | {"up_to_date": True}
@@ -545,8 +560,8 @@ def _start_workers(opts: PrepOptions, pipe: Pipeline) -> tuple[Executor, int, Sl
     pool = ProcessPoolExecutor(
         opts.workers,
         mp_context=get_context("fork"),
-        initializer=_init_worker,
-        initargs=(opts.splitters, False),
+        initializer=_init_worker_process,
+        initargs=(os.getpid(), opts.splitters),
     )
     try:
         pool.submit(int).result()  # fork the workers now, before any thread of ours starts

@@ -36,13 +36,24 @@ def input_state_path(out: Path, index: int) -> Path:
     return out / ".state" / f"input-{index:05d}.json"
 
 
-def claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
-    """Make `out` this configuration's directory, or resume it if it already is one;
-    refuse a directory of another configuration, or not made by prep at all."""
+def claim_output(out: Path, fp: dict[str, Any], overwrite: bool, inputs: list[InputFile]) -> None:
+    """Make `out` this configuration's directory, or resume it if it already is one
+    for the same inputs; refuse a directory of another configuration or other inputs,
+    or not made by prep at all. `overwrite` deletes only a prep directory (or an
+    empty one), and never one holding an input or the working directory."""
     prep_json = out / ".state" / "prep.json"
     if out.exists() and not out.is_dir():  # not even with --overwrite: not a prep's
         raise OutputConflictError(f"{out}: exists and is not a directory; choose another --out")
+    foreign = (
+        not prep_json.exists() and out.exists() and any(p.name != ".state" for p in out.iterdir())
+    )
+    if foreign:
+        raise OutputConflictError(
+            f"{out}: exists, is not empty and was not made by `aunet prep`; choose another "
+            "--out (--overwrite only replaces an aunet prep directory)"
+        )
     if out.exists() and overwrite:
+        _refuse_deleting_inputs(out, inputs)
         shutil.rmtree(out)
     if prep_json.exists():
         old = json.loads(prep_json.read_text())
@@ -53,14 +64,58 @@ def claim_output(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
                 f"{json.dumps(old.get(diff[0]))} there, {json.dumps(fp[diff[0]])} now); "
                 "choose another --out or pass --overwrite"
             )
+        _check_same_inputs(out, inputs)
         remove_stale_temporaries(out)
         return
-    if out.exists() and any(p.name != ".state" for p in out.iterdir()):
-        raise OutputConflictError(
-            f"{out}: exists and is not an aunet prep directory; choose another --out or pass "
-            "--overwrite"
-        )
     write_json_atomic(prep_json, fp)
+    write_json_atomic(inputs_path(out), [i.name for i in inputs])
+
+
+def inputs_path(out: Path) -> Path:
+    return out / ".state" / "inputs.json"
+
+
+def _check_same_inputs(out: Path, inputs: list[InputFile]) -> None:
+    """A claimed directory is resumed only for the inputs it was claimed for: with one
+    input fewer, its shards would stay beside the new manifest (and be trained on).
+    Standard input cannot be compared with what an earlier run read."""
+    if any(i.path is None and not i.builtin for i in inputs):
+        raise OutputConflictError(
+            f"{out}: holds an earlier run's output, and standard input cannot be checked "
+            "against what it read; choose another --out or pass --overwrite"
+        )
+    names = [i.name for i in inputs]
+    path = inputs_path(out)
+    if not path.exists():  # claimed by an aunet that did not record them
+        write_json_atomic(path, names)
+        return
+    old = json.loads(path.read_text())
+    if old == names:
+        return
+    for k in range(max(len(old), len(names))):
+        there = old[k] if k < len(old) else "nothing"
+        now = names[k] if k < len(names) else "nothing"
+        if there != now:
+            raise OutputConflictError(
+                f"{out}: was prepared from other inputs ({len(old)} there, {len(names)} "
+                f"now; input #{k} there: {there}, now: {now}); choose another --out or "
+                "pass --overwrite"
+            )
+
+
+def _refuse_deleting_inputs(out: Path, inputs: list[InputFile]) -> None:
+    """--overwrite must not delete what the run reads, nor the folder it runs in."""
+    root = out.resolve()
+    inside = [i.display for i in inputs if i.path is not None and root in i.path.resolve().parents]
+    if inside:
+        raise OutputConflictError(
+            f"{out}: --overwrite would delete the input {inside[0]}; choose another --out"
+        )
+    cwd = Path.cwd().resolve()
+    if cwd == root or root in cwd.parents:
+        raise OutputConflictError(
+            f"{out}: --overwrite would delete the working directory; choose another --out"
+        )
 
 
 def shards_intact(out: Path, shards: list[dict[str, Any]]) -> bool:
@@ -85,8 +140,8 @@ def chunk_done(out: Path, chunk: Chunk) -> bool:
     state = json.loads(path.read_text())
     if (state["input_size"], state["input_mtime_ns"]) != (chunk.input_size, chunk.input_mtime_ns):
         raise OutputConflictError(
-            f"{out}: input #{chunk.input_index} changed since the interrupted run "
-            "(size or modification time differ); pass --overwrite to start over"
+            f"{out}: input {chunk.input_name} changed since it was prepared there (size "
+            "or modification time differ); choose another --out or pass --overwrite"
         )
     return shards_intact(out, state["shards"])
 

@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import os
 import queue
 import re
 import sys
@@ -70,14 +71,27 @@ class InputFile:
 
 
 def discover(
-    inputs: list[str], include: list[str], exclude: list[str], fmt: str
+    inputs: list[str],
+    include: list[str],
+    exclude: list[str],
+    fmt: str,
+    output: Path | None = None,
 ) -> list[InputFile]:
-    """Expand arguments into input files (directories recursively, sorted)."""
+    """Expand arguments into input files (directories recursively, sorted).
+
+    A directory scan leaves out hidden files and folders (.git, .state, ...) unless an
+    --include glob names them, and anything inside `output`, the run's own output
+    directory: a rerun must not read the shards and state files of the first."""
     if not inputs:
         raise AunetError("no inputs given (files, directories or - for standard input)")
     found: list[InputFile] = []
     for arg in inputs:
         if arg == "-":
+            if fmt == "parquet":
+                raise AunetError(
+                    "standard input cannot be read as Parquet (it needs a file it can seek "
+                    "in); save it to a file and pass that"
+                )
             found.append(InputFile(None, "stdin", "txt" if fmt == "auto" else fmt, None, 0, 0))
             continue
         if arg in BUILTIN_INPUTS:
@@ -90,12 +104,18 @@ def discover(
             raise AunetError(f"{arg}: no such file or directory")
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file())
-            picked = [p for p in files if _selected(p.relative_to(path), include, exclude, fmt)]
+            inside = _inside(output, path)
+            picked = [
+                p
+                for p in files
+                if _selected(p.relative_to(path), include, exclude, fmt)
+                and (inside is None or p.relative_to(path).parts[: len(inside)] != inside)
+            ]
             if not picked:
                 raise AunetError(f"{arg}: directory holds no input files matching the filters")
-            found.extend(
-                _input(p, f"{path.name}/{p.relative_to(path).as_posix()}", fmt) for p in picked
-            )
+            name = Path(os.path.abspath(path)).name  # "." and ".." by their names
+            prefix = f"{name}/" if name else ""
+            found.extend(_input(p, prefix + p.relative_to(path).as_posix(), fmt) for p in picked)
         else:
             found.append(_input(path, path.name, fmt))
     names = [f.name for f in found]
@@ -107,13 +127,32 @@ def discover(
     return found
 
 
+def _inside(output: Path | None, folder: Path) -> tuple[str, ...] | None:
+    """Where `output` lies in `folder` (path parts), or None if it does not."""
+    if output is None:
+        return None
+    try:
+        return output.resolve().relative_to(folder.resolve()).parts
+    except ValueError:
+        return None
+
+
 def _selected(rel: Path, include: list[str], exclude: list[str], fmt: str) -> bool:
-    s = rel.as_posix()
-    if any(fnmatch.fnmatch(s, g) or fnmatch.fnmatch(rel.name, g) for g in exclude):
+    if any(_matches(rel, g) for g in exclude):
         return False
     if include:
-        return any(fnmatch.fnmatch(s, g) or fnmatch.fnmatch(rel.name, g) for g in include)
+        return any(_matches(rel, g) for g in include)
+    if any(part.startswith(".") for part in rel.parts):
+        return False
     return fmt != "auto" or _format_of(rel.name) is not None
+
+
+def _matches(rel: Path, glob: str) -> bool:
+    """A glob against a path inside a scanned directory, or its file name; a leading
+    `**/` also matches at the top (`**/*.txt` takes a.txt)."""
+    s = rel.as_posix()
+    globs = [glob, glob[3:]] if glob.startswith("**/") else [glob]
+    return any(fnmatch.fnmatch(s, g) or fnmatch.fnmatch(rel.name, g) for g in globs)
 
 
 def _format_of(name: str) -> tuple[str, str | None] | None:
@@ -123,7 +162,7 @@ def _format_of(name: str) -> tuple[str, str | None] | None:
         if lower.endswith(ext):
             lower, compression = lower[: -len(ext)], comp
             break
-    if lower.endswith((".jsonl", ".json", ".ndjson")):
+    if lower.endswith((".jsonl", ".ndjson")):  # not .json: often one JSON document
         return "jsonl", compression
     if lower.endswith(".parquet") and compression is None:
         return "parquet", None
@@ -727,6 +766,12 @@ def _parquet(inp: InputFile, opts: ReadOptions, bad: BadRecords) -> Iterator[Doc
     if opts.field not in pf.schema_arrow.names:
         cols = ", ".join(pf.schema_arrow.names)
         raise AunetError(f"{inp.display}: no column {opts.field!r} (columns: {cols}); use --field")
+    column_type = pf.schema_arrow.field(opts.field).type
+    if not _is_text_type(column_type):
+        raise AunetError(
+            f"{inp.display}: column {opts.field!r} holds {column_type}, not text (string or "
+            "binary); name the text column with --field"
+        )
     row = 0
     for record_batch in pf.iter_batches(batch_size=8192, columns=[opts.field]):
         batch = DocBatch([], [])
@@ -737,6 +782,25 @@ def _parquet(inp: InputFile, opts: ReadOptions, bad: BadRecords) -> Iterator[Doc
                 continue
             batch.add(row, to_bytes(value) if isinstance(value, str) else bytes(value))
         yield batch
+
+
+def _is_text_type(t) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return any(
+        check(t)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_fixed_size_binary,
+            getattr(pa.types, "is_string_view", lambda _: False),
+            getattr(pa.types, "is_binary_view", lambda _: False),
+        )
+    )
 
 
 def file_sha256(path: Path) -> str:

@@ -45,31 +45,41 @@ def render(console: Console, specs: list[str], data: bytes) -> None:
 
 
 def split_jsonl(specs: list[str], files: list[Path], stdin: TextIO, stdout: TextIO) -> None:
-    """Machine form (a stable contract): {"text": ...} per line in, {"levels": ...} out."""
+    """Machine form (a stable contract): {"text": ...} per line in, {"levels": ...} out,
+    line for line (a blank line answers a blank line)."""
     pipe = Pipeline.from_specs(specs)
-    batch: list[bytes] = []
+    batch: list[bytes | None] = []  # None: a blank input line
 
     def flush() -> None:
         if not batch:
             return
-        tb = TextBatch.from_docs(batch)
-        levels = pipe.levels(tb)
-        for i in range(tb.n_docs):
+        tb = TextBatch.from_docs([text for text in batch if text is not None])
+        levels = pipe.levels(tb) if tb.n_docs else None
+        i = 0
+        for text in batch:
+            if text is None:
+                stdout.write("\n")
+                continue
             lv = levels_string(levels[tb.offsets[i] : tb.offsets[i + 1]])
             stdout.write(json.dumps({"levels": lv}) + "\n")
+            i += 1
         batch.clear()
 
     for name, lineno, line in _lines(files, stdin):
-        if not line.strip():
+        if not line.strip():  # a blank line for a blank line: outputs stay in step
+            batch.append(None)
             continue
         try:
             obj = json.loads(line)
             text = obj["text"]
             if not isinstance(text, str):
                 raise TypeError
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{name} line {lineno}: invalid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            flush()  # every line before the bad one is answered
+            why = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise BadInputError(f"{name} line {lineno}: invalid JSON ({why})") from None
         except (KeyError, TypeError):
+            flush()
             raise BadInputError(
                 f'{name} line {lineno}: expected an object with a string "text" field'
             ) from None

@@ -235,7 +235,7 @@ def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
         val_fraction=0.0 if d.val_tail else d.val_fraction,
         workers=min(default_workers(), 4),
     )
-    prep(discover(d.inputs, [], [], "auto"), out, opts, None)
+    prep(discover(d.inputs, [], [], "auto", out), out, opts, None)
     return out
 
 

@@ -142,7 +142,25 @@ CASES = {
     # the output directory: exit 4
     "out-holds-other-files": Case(
         {"a.jsonl": GOOD, "out/precious.txt": b"not ours"}, ("a.jsonl",), 4,
-        ("out", "not an aunet prep directory", "--overwrite"),
+        ("out", "not made by `aunet prep`", "choose another --out"),
+    ),
+    "out-holds-other-files-overwrite": Case(
+        {"a.jsonl": GOOD, "out/precious.txt": b"not ours"}, ("a.jsonl", "--overwrite"), 4,
+        ("out", "not made by `aunet prep`", "--overwrite only replaces"),
+    ),
+    "parquet-int-column": Case(
+        {"t.parquet": _parquet({"text": [1, 2, 5_000_000]})},
+        ("t.parquet",), 2, ("t.parquet", "'text'", "int64", "not text", "--field"),
+    ),
+    "parquet-list-column": Case(
+        {"t.parquet": _parquet({"text": [["a"], ["b"]]})},
+        ("t.parquet",), 2, ("t.parquet", "list<", "not text"),
+    ),
+    "parquet-from-stdin": Case(
+        {}, ("-", "--input-format", "parquet"), 2, ("standard input", "Parquet")
+    ),
+    "val-fraction-nan": Case(
+        {"a.jsonl": GOOD}, ("a.jsonl", "--val-fraction", "nan"), 2, ("--val-fraction", "nan")
     ),
     "out-is-a-file": Case(
         {"a.jsonl": GOOD, "out": b"not ours"}, ("a.jsonl",), 4, ("out", "not a directory"),
@@ -350,5 +368,73 @@ def test_an_output_directory_that_cannot_be_made(tmp_path, out):
     write(tmp_path / "a.jsonl", GOOD)
     write(tmp_path / "blocker", b"a file")
     res = aunet("prep", "a.jsonl", *STAGE_ARGS, "--out", out, "-q", cwd=tmp_path)
-    expect_error(res, 5, f"cannot write {out}/.state/prep.json")
+    line = expect_error(res, 5, f"cannot write {out}/.state/prep.json")
     assert (tmp_path / "blocker").read_bytes() == b"a file"
+    if out.startswith("blocker"):
+        assert "blocker is a file, not a folder" in line
+
+
+def test_overwrite_never_deletes_the_inputs_or_the_working_directory(tmp_path):
+    """--overwrite of a prep directory that holds an input, or is (or holds) the working
+    directory: exit 4, nothing deleted."""
+    write(tmp_path / "a.jsonl", GOOD)
+    assert run_prep(tmp_path, "a.jsonl").returncode == 0
+    write(tmp_path / "out" / "mine.jsonl", GOOD)
+    expect_error(run_prep(tmp_path, "out/mine.jsonl", "--overwrite"), 4, "would delete the input")
+    assert (tmp_path / "out" / "mine.jsonl").read_bytes() == GOOD
+    res = aunet("prep", "../a.jsonl", *STAGE_ARGS, "--out", ".", "-q", "--overwrite",
+                cwd=tmp_path / "out")  # fmt: skip
+    expect_error(res, 4, "would delete the working directory")
+    assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_rerun_with_other_inputs_is_refused(tmp_path):
+    """Output of two inputs, rerun with one: exit 4 naming the input that differs (before,
+    the other input's shards stayed beside the new manifest and were trained on)."""
+    write(tmp_path / "d" / "one.jsonl", GOOD)
+    write(tmp_path / "d" / "two.jsonl", GOOD)
+    assert run_prep(tmp_path, "d/one.jsonl", "d/two.jsonl").returncode == 0
+    before = sorted(p.name for p in (tmp_path / "out" / "train").iterdir())
+    expect_error(run_prep(tmp_path, "d/one.jsonl"), 4, "other inputs", "two.jsonl", "now: nothing")
+    expect_error(run_prep(tmp_path, "d/two.jsonl", "d/one.jsonl"), 4, "other inputs")
+    assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == before
+    res = run_prep(tmp_path, "d/one.jsonl", "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert [i["name"] for i in manifest(tmp_path / "out")["inputs"]] == ["one.jsonl"]
+    assert len(list((tmp_path / "out" / "train").iterdir())) == 1
+
+
+def test_standard_input_is_not_resumed_over_an_earlier_run(tmp_path):
+    """What an earlier run read from standard input cannot be compared with this one's:
+    a second run into the same --out is refused rather than keeping the old text."""
+    res = aunet("prep", "-", *STAGE_ARGS, "--out", "out", "-q", cwd=tmp_path, stdin=b"one two\n")
+    assert res.returncode == 0, res.stderr
+    res = aunet("prep", "-", *STAGE_ARGS, "--out", "out", "-q", cwd=tmp_path, stdin=b"three\n")
+    expect_error(res, 4, "standard input", "--overwrite")
+    res = aunet("prep", "-", *STAGE_ARGS, "--out", "out", "-q", "--overwrite", cwd=tmp_path,
+                stdin=b"three\n")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert texts(tmp_path / "out") == {"stdin#1": b"three"}
+
+
+def test_a_directory_scan_skips_the_output_and_hidden_paths(tmp_path):
+    """--out inside an input folder: the rerun is a no-op (before, it read the first
+    run's state files as input). Hidden folders (.git) are left out unless an
+    --include names them; `**/*.jsonl` also takes top-level files; `prep .` names its
+    documents after the folder, as `prep ../d` does."""
+    write(tmp_path / "d" / "a.jsonl", GOOD)
+    write(tmp_path / "d" / ".git" / "x.jsonl", jsonl({"text": "hidden"}))
+    write(tmp_path / "d" / "notes.json", b'{"not": "lines"}')
+    for _ in range(2):
+        res = aunet("prep", "d", *STAGE_ARGS, "--out", "d/out", "-q", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+    assert [i["name"] for i in manifest(tmp_path / "d" / "out")["inputs"]] == ["d/a.jsonl"]
+    res = aunet("prep", "d", *STAGE_ARGS, "--out", "inc", "-q", "--include", "**/*.jsonl",
+                cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    names = [i["name"] for i in manifest(tmp_path / "inc")["inputs"]]
+    assert names == ["d/.git/x.jsonl", "d/a.jsonl"]
+    res = aunet("prep", ".", *STAGE_ARGS, "--out", "../dot", "-q", "--exclude", "out/*",
+                cwd=tmp_path / "d")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert [i["name"] for i in manifest(tmp_path / "dot")["inputs"]] == ["d/a.jsonl"]

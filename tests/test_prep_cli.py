@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -331,6 +332,43 @@ def test_inspect_prints_the_stage_table(round_trip):
     assert "train" in res.stdout and "val" in res.stdout
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["corrupt-manifest", "list-manifest", "foreign-manifest", "shard-cut", "shard-gone",
+     "shard-foreign"],
+)  # fmt: skip
+def test_inspect_of_a_damaged_directory_is_one_line(round_trip, tmp_path, damage):
+    """A manifest that is not JSON or not prep's, or a listed shard missing, cut short
+    or replaced by another Arrow file: exit 2 and one line saying what to do."""
+    _, out, _ = round_trip
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shard = copy / manifest(copy)["shards"][0]["path"]
+    if damage == "corrupt-manifest":
+        (copy / "manifest.json").write_text("{bad")
+    elif damage == "list-manifest":
+        (copy / "manifest.json").write_text("[]")
+    elif damage == "foreign-manifest":
+        (copy / "manifest.json").write_text('{"format": "something else"}')
+    elif damage == "shard-cut":
+        shard.write_bytes(shard.read_bytes()[:100])
+    elif damage == "shard-gone":
+        shard.unlink()
+    else:  # the same size, not an aunet shard: the histogram finds no pool_1
+        size = shard.stat().st_size
+        sink = pa.BufferOutputStream()
+        table = pa.table({"x": [b"y" * size]})
+        with pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        shard.write_bytes(sink.getvalue().to_pybytes()[:size].ljust(size, b"\0"))
+    split = shard.parent.name
+    res = aunet("inspect", copy, "--split", split)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "aunet prep" in lines[0]
+
+
 def test_inspect_of_a_directory_without_manifest_is_a_usage_error(tmp_path):
     """inspect without a manifest: exit 2, one line naming manifest.json and why there
     is none (not a prep directory, an unfinished run, not a directory, no directory)."""
@@ -504,6 +542,33 @@ def test_split_jsonl_levels_match_the_pipeline():
         levels = json.loads(line)["levels"]
         assert len(levels) == len(text.encode())
         assert levels == levels_string(pipe.levels_of(text.encode()))
+
+
+def test_split_jsonl_answers_line_for_line_and_up_to_a_bad_line():
+    """A blank line answers a blank line (outputs stay in step with inputs); a bad line
+    (here nested too deeply for the JSON parser) is one error line, exit 3, after the
+    answers to every line before it."""
+    good = jsonl({"text": "a b"})
+    res = aunet("split", "--format", "jsonl", "-s", "regex-words", stdin=good + b"\n" + good)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n") == ['{"levels": "010"}', "", '{"levels": "010"}', ""]
+    res = aunet("split", "--format", "jsonl", "-s", "regex-words", stdin=good * 3 + b"[" * 100_000)
+    assert "Traceback" not in res.stderr and res.returncode == 3, res.stderr
+    assert "line 4: invalid JSON" in res.stderr
+    assert res.stdout.splitlines() == ['{"levels": "010"}'] * 3
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+@pytest.mark.parametrize("command", [("splitters",), ("split", "-s", "regex-words", "-t", "a b")])
+def test_output_to_a_full_disk_is_one_line(command):
+    """Standard output on a full disk: exit 5, one line, not a traceback."""
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [str(AUNET), *command], stdout=full, stderr=subprocess.PIPE, env=aunet_env(), timeout=60
+        )
+    stderr = proc.stderr.decode()
+    assert "Traceback" not in stderr and proc.returncode == 5, stderr
+    assert stderr.strip() == "error: cannot write the output: No space left on device"
 
 
 def test_split_human_form_of_a_text_without_a_pooling_point():

@@ -237,6 +237,55 @@ def killed(big) -> dict:
     return {"out": out, "shards_at_kill": done, "mid_write": mid_write, "rerun": res}
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_worker_processes_end_with_a_killed_prep(big, sig, tmp_path):
+    """prep with worker processes (a splitter that holds the GIL) killed by SIGTERM (a
+    timeout, Slurm, docker stop) or SIGKILL, the parent alone: its workers end too,
+    rather than waiting forever on their task queue."""
+    proc = subprocess.Popen(
+        [str(AUNET), "prep", "big.jsonl", "-s", "learned-zh", "-q", "--workers", "2",
+         "--out", str(tmp_path / "out")],
+        cwd=big, env=aunet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := children(proc.pid)) < 2:
+            assert proc.poll() is None, "prep ended before its workers could be seen"
+            assert time.monotonic() < deadline, "no worker processes in time"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == -sig
+        deadline = time.monotonic() + 10
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(alive(w) for w in workers), "worker processes outlived prep"
+    finally:
+        for w in workers:
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 def test_killed_run_resumes_to_identical_output(big, killed):
     """SIGKILL after the first shard, rerun: the files of an uninterrupted run, nothing
     lost or duplicated."""
