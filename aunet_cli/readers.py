@@ -118,6 +118,17 @@ def discover(
             found.extend(_input(p, prefix + p.relative_to(path).as_posix(), fmt) for p in picked)
         else:
             found.append(_input(path, path.name, fmt))
+    seen: dict[tuple[int, int], InputFile] = {}
+    for f in found:
+        if f.path is None:
+            continue
+        st = f.path.stat()
+        first = seen.setdefault((st.st_dev, st.st_ino), f)
+        if first is not f:
+            raise AunetError(
+                f"inputs {first.name!r} and {f.name!r} are the same file ({f.display}); its "
+                "documents would be in the data twice (leave one out)"
+            )
     names = [f.name for f in found]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -262,6 +273,10 @@ class _Decompressing(io.RawIOBase):
         while not self.out:
             chunk = self.raw.read(1 << 20)
             if not chunk:
+                if self.consumed == 0:  # gzip and zstd streams have a header, at least
+                    raise TruncatedStreamError(
+                        "compressed file is empty (0 bytes; truncated or never written)"
+                    )
                 if self.started and not self.dec.eof:
                     raise TruncatedStreamError(
                         f"compressed stream ends early at byte {self.consumed} "
@@ -449,6 +464,7 @@ def read_batches(
                 _txt_file(inp, opts, stream) if opts.doc_per == "file" else _txt(opts, stream)
             )
         elif inp.fmt == "jsonl":
+            _skip_bom(stream)
             yield from _jsonl(opts, stream, bad)
         elif inp.fmt == "parquet":
             yield from _parquet(inp, opts, bad)
@@ -467,10 +483,19 @@ def read_blocks(
         return
     if inp.fmt == "jsonl":
         with _stream_errors(inp):
+            _skip_bom(stream)
             yield from _jsonl_blocks(opts, stream, BadRecords(inp, on_error))
         return
     for batch in read_batches(inp, opts, stream, on_error):
         yield DocBlock.from_batch(batch)
+
+
+def _skip_bom(stream: BinaryIO) -> None:
+    """A byte order mark before the first JSON line (written by some Windows tools) is
+    not part of any record: skip it."""
+    peek = getattr(stream, "peek", None)
+    if peek is not None and peek(3)[:3] == b"\xef\xbb\xbf":
+        stream.read(3)
 
 
 def _txt_blocks(opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBlock]:
@@ -551,22 +576,35 @@ def _txt(opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBatch]:
 
 
 def _txt_file(inp: InputFile, opts: ReadOptions, stream: BinaryIO) -> Iterator[DocBatch]:
-    """The whole file as one document, cut at line ends beyond --max-doc-bytes."""
+    """The whole file as one document, cut at line ends beyond --max-doc-bytes (within
+    a line without end: at a character boundary)."""
     part = 0
-    buf = b""
+    buf = bytearray()
     while True:
         block = stream.read(BLOCK)
         buf += block
         while len(buf) > opts.max_doc_bytes:
-            cut = buf.rfind(b"\n", 0, opts.max_doc_bytes) + 1 or opts.max_doc_bytes
-            yield DocBatch([part], [buf[:cut]])
-            buf, part = buf[cut:], part + 1
+            cut = buf.rfind(b"\n", 0, opts.max_doc_bytes) + 1 or _char_start(
+                buf, opts.max_doc_bytes
+            )
+            yield DocBatch([part], [bytes(buf[:cut])])
+            del buf[:cut]
+            part += 1
         if not block:
             if buf:
-                yield DocBatch([part], [buf])
+                yield DocBatch([part], [bytes(buf)])
             elif part == 0:
                 yield DocBatch([], [], Counter({"empty document": 1}))
             return
+
+
+def _char_start(buf: bytearray, at: int) -> int:
+    """`at`, moved back to the start of the UTF-8 character it falls in (bytes that are
+    not UTF-8 are cut where they are)."""
+    back = at
+    while back > max(at - 3, 1) and 0x80 <= buf[back] < 0xC0:
+        back -= 1
+    return back if buf[back] >= 0xC0 or buf[back] < 0x80 else at
 
 
 JSONL_BATCH = 8192

@@ -6,6 +6,7 @@ package adds a splitter the same way: an entry point naming a `Splitter` subclas
 
 from __future__ import annotations
 
+import difflib
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
@@ -30,8 +31,10 @@ def load(name: str) -> type[Splitter]:
     """The splitter class registered as `name`."""
     eps = _entry_points()
     if name not in eps:
+        close = difflib.get_close_matches(name, names(), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise SplitterError(
-            f"unknown splitter {name!r}; installed: {', '.join(names()) or 'none'} "
+            f"unknown splitter {name!r}; {hint}installed: {', '.join(names()) or 'none'} "
             "(see `aunet splitters`)"
         )
     ep = eps[name]
@@ -52,5 +55,7 @@ def parse_spec(spec: str) -> Splitter:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SplitterError(f"{spec!r}: options are KEY=VALUE, got {item!r}")
+        if key.strip() in options:
+            raise SplitterError(f"{spec!r}: option {key.strip()!r} given twice")
         options[key.strip()] = value.strip()
     return load(name)(**options)

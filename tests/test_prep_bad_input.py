@@ -159,6 +159,18 @@ CASES = {
     "parquet-from-stdin": Case(
         {}, ("-", "--input-format", "parquet"), 2, ("standard input", "Parquet")
     ),
+    "same-file-twice": Case(
+        {"d/x/a.jsonl": GOOD}, ("d/x/a.jsonl", "d"), 2, ("a.jsonl", "d/x/a.jsonl", "same file")
+    ),
+    "splitter-typo": Case(
+        {"a.jsonl": GOOD}, ("a.jsonl",), 2, ("did you mean 'regex-words'",), ("-s", "regex-word")
+    ),
+    "splitter-option-twice": Case(
+        {"a.jsonl": GOOD}, ("a.jsonl",), 2, ("'mode' given twice",),
+        ("-s", "regex-words:mode=official,mode=causal"),
+    ),
+    "empty-gz": Case({"e.jsonl.gz": b""}, ("e.jsonl.gz",), 3, ("e.jsonl.gz", "empty")),
+    "empty-zst": Case({"e.jsonl.zst": b""}, ("e.jsonl.zst",), 3, ("e.jsonl.zst", "empty")),
     "val-fraction-nan": Case(
         {"a.jsonl": GOOD}, ("a.jsonl", "--val-fraction", "nan"), 2, ("--val-fraction", "nan")
     ),
@@ -438,3 +450,10 @@ def test_a_directory_scan_skips_the_output_and_hidden_paths(tmp_path):
                 cwd=tmp_path / "d")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert [i["name"] for i in manifest(tmp_path / "dot")["inputs"]] == ["d/a.jsonl"]
+
+
+def test_a_byte_order_mark_before_the_first_json_line_is_skipped(tmp_path):
+    write(tmp_path / "bom.jsonl", b"\xef\xbb\xbf" + jsonl({"text": "a b"}, {"text": "c"}))
+    res = run_prep(tmp_path, "bom.jsonl", "--val-fraction", "0")
+    assert res.returncode == 0, res.stderr
+    assert texts(tmp_path / "out") == {"bom.jsonl#1": b"a b", "bom.jsonl#2": b"c"}

@@ -448,6 +448,25 @@ def test_doc_per_file_cuts_big_files_at_line_ends(tmp_path):
     assert all(len(p) <= 100 and p.endswith(b"\n") for p in parts)
 
 
+def test_doc_per_file_cuts_a_line_without_end_between_characters(tmp_path):
+    """A line longer than --max-doc-bytes is cut at a UTF-8 character boundary (2-, 3-
+    and 4-byte characters); bytes that are not UTF-8 are cut where the limit falls."""
+    data = ("é" * 70 + "中" * 50 + "🙂" * 40).encode() + b"\xff" * 150
+    write(tmp_path / "long.txt", data)
+    prep(
+        "long.txt", "--out", "out", "--doc-per", "file", "--max-doc-bytes", "101B",
+        "--workers", "1", "--val-fraction", "0", cwd=tmp_path,
+    )  # fmt: skip
+    got = texts(tmp_path / "out")
+    parts = [got[f"long.txt#{i}"] for i in range(len(got))]
+    assert b"".join(parts) == data
+    assert all(len(p) <= 101 for p in parts)
+    text_parts = [p for p in parts if b"\xff" not in p]
+    assert len(text_parts) >= 4
+    for part in text_parts:
+        part.decode("utf-8")  # whole characters only
+
+
 # --- the validation split --------------------------------------------------------------
 
 
