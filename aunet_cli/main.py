@@ -551,6 +551,10 @@ def run() -> None:
     except KeyboardInterrupt:
         err().print("interrupted; rerun the same command to resume.")
         sys.exit(EXIT_INTERRUPTED)
+    except SystemExit as exc:  # Typer turns Ctrl-C into a silent exit 130
+        if exc.code == EXIT_INTERRUPTED and _after_ctrl_c(exc):
+            err().print("interrupted; rerun the same command to resume.")
+        raise
     except BrokenPipeError:
         sys.exit(0)
     except OSError as exc:  # e.g. standard output on a full disk
@@ -562,6 +566,18 @@ def run() -> None:
         err().print_exception()
         err().print("[bold red]internal error[/bold red]: please report this with the traceback.")
         sys.exit(EXIT_INTERNAL)
+
+
+def _after_ctrl_c(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt led to `exc` (through Typer's own exceptions)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -366,7 +366,7 @@ def _run_workers(
     def read_one(ii: int) -> None:
         _read_input(ii, inputs[ii], opts, out, dispatch, owns, progress)
 
-    known = all(i.path is not None or i.builtin for i in inputs)
+    known = not any(i.streamed for i in inputs)
     try:
         progress.start(sum(i.size for i in inputs) if known else None)
         threads = reading_threads(opts, [inputs[ii] for ii in todo])
@@ -379,8 +379,8 @@ def reading_threads(opts: PrepOptions, inputs: list[InputFile]) -> int:
     """How many inputs are read at once. One reading thread cuts plain text at about
     340 MB/s and parses JSON lines at about 150 MB/s on a 16-core machine, enough for
     8 and 4 workers (bench/prep_scaling.py), so there is one per 4 workers. Standard
-    input keeps one: a thread blocked reading a terminal would hold up Ctrl-C."""
-    if any(i.path is None and not i.builtin for i in inputs):
+    input or a pipe keeps one: a thread blocked reading a terminal would hold up Ctrl-C."""
+    if any(i.streamed for i in inputs):
         return 1
     wanted = opts.readers or -(-opts.workers // 4)
     return max(1, min(wanted, len(inputs)))
@@ -648,7 +648,7 @@ def _read_input(ii, inp, opts, out, dispatch, owns, progress) -> None:
             "name": inp.name,
             "format": inp.fmt,
             "compression": inp.compression,
-            "size": tap.position if inp.path is None else inp.size,
+            "size": tap.position if inp.streamed else inp.size,
             "mtime_ns": inp.mtime_ns,
             "sha256": sha,
             "chunks": chunk_index,

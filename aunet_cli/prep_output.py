@@ -79,10 +79,10 @@ def _check_same_inputs(out: Path, inputs: list[InputFile]) -> None:
     """A claimed directory is resumed only for the inputs it was claimed for: with one
     input fewer, its shards would stay beside the new manifest (and be trained on).
     Standard input cannot be compared with what an earlier run read."""
-    if any(i.path is None and not i.builtin for i in inputs):
+    if any(i.streamed for i in inputs):
         raise OutputConflictError(
-            f"{out}: holds an earlier run's output, and standard input cannot be checked "
-            "against what it read; choose another --out or pass --overwrite"
+            f"{out}: holds an earlier run's output, and standard input or a pipe cannot be "
+            "checked against what it read; choose another --out or pass --overwrite"
         )
     names = [i.name for i in inputs]
     path = inputs_path(out)
@@ -155,7 +155,7 @@ def up_to_date(out: Path, inputs: list[InputFile]) -> bool:
         return False
     for ii, inp in enumerate(inputs):
         path = input_state_path(out, ii)
-        if (inp.path is None and not inp.builtin) or not path.exists():
+        if inp.streamed or not path.exists():
             return False
         st = json.loads(path.read_text())
         if (st["name"], st["size"], st["mtime_ns"]) != (inp.name, inp.size, inp.mtime_ns):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import fnmatch
 import hashlib
 import io
@@ -16,6 +17,7 @@ import json
 import os
 import queue
 import re
+import stat
 import sys
 import threading
 import zlib
@@ -62,6 +64,13 @@ class InputFile:
     size: int
     mtime_ns: int
     builtin: bool = False  # embedded text (see builtin_data), not a file
+    pipe: bool = False  # a named pipe or other non-regular file: readable once
+
+    @property
+    def streamed(self) -> bool:
+        """Read once, as it comes (standard input, a pipe): its size is unknown until
+        it ends, and an earlier run's reading of it cannot be checked."""
+        return (self.path is None and not self.builtin) or self.pipe
 
     @property
     def display(self) -> str:
@@ -197,6 +206,10 @@ def _input(path: Path, name: str, fmt: str) -> InputFile:
         fmt_, comp = fmt, guess[1] if guess else None
     try:
         st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a pipe: opening it here would lose its data
+            if not os.access(path, os.R_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            return InputFile(path, name, fmt_, comp, 0, 0, pipe=True)
         with path.open("rb"):
             pass
     except OSError as exc:

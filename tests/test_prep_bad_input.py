@@ -10,7 +10,10 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from .test_prep_cli import STAGE_ARGS, aunet, jsonl, manifest, texts, write, zst
+from .test_prep_cli import AUNET, STAGE_ARGS, aunet, aunet_env, jsonl, manifest, texts, write, zst
 
 GOOD = jsonl({"text": "a good document"})
 
@@ -457,3 +460,45 @@ def test_a_byte_order_mark_before_the_first_json_line_is_skipped(tmp_path):
     res = run_prep(tmp_path, "bom.jsonl", "--val-fraction", "0")
     assert res.returncode == 0, res.stderr
     assert texts(tmp_path / "out") == {"bom.jsonl#1": b"a b", "bom.jsonl#2": b"c"}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_read_once_and_not_resumed(tmp_path):
+    """A FIFO given as input: its data is read (before, checking that it could be
+    opened consumed and lost it, and prep waited forever); a rerun into the same --out
+    is refused like standard input's."""
+    fifo = tmp_path / "f.txt"
+    os.mkfifo(fifo)
+
+    def feed(data: bytes) -> threading.Thread:
+        writer = threading.Thread(target=fifo.write_bytes, args=(data,), daemon=True)
+        writer.start()
+        return writer
+
+    writer = feed(b"x y\n\nz\n")
+    res = run_prep(tmp_path, "f.txt", "--val-fraction", "0")
+    writer.join(5)
+    assert res.returncode == 0, res.stderr
+    assert texts(tmp_path / "out") == {"f.txt#1": b"x y", "f.txt#2": b"z"}
+    assert manifest(tmp_path / "out")["inputs"][0]["size"] == 7
+    expect_error(run_prep(tmp_path, "f.txt", "--val-fraction", "0"), 4, "standard input or a pipe")
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    """SIGINT mid-run: exit 130 and the line that says to rerun (Typer alone exits 130
+    in silence)."""
+    write(tmp_path / "big.jsonl", lines_corpus(200_000))
+    proc = subprocess.Popen(
+        [str(AUNET), "prep", "big.jsonl", *STAGE_ARGS, "--out", "out", "-q"],
+        cwd=tmp_path, env=aunet_env(), stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "out" / ".state").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("prep finished before the interrupt")
+    assert proc.returncode == 130, stderr
+    assert stderr.decode().strip().endswith("interrupted; rerun the same command to resume.")
