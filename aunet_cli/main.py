@@ -34,6 +34,18 @@ tokenizer_app = typer.Typer(
 app.add_typer(tokenizer_app, name="tokenizer")
 
 
+def _complete_splitter(incomplete: str) -> list[str]:
+    """Shell completion of -s: the installed splitters' names."""
+    from splitters import names
+
+    return [n for n in names() if n.startswith(incomplete)]
+
+
+def _choices(*values: str):
+    """Shell completion of an option with fixed values."""
+    return lambda incomplete: [v for v in values if v.startswith(incomplete)]
+
+
 SplitterOpt = Annotated[
     list[str],
     typer.Option(
@@ -41,6 +53,7 @@ SplitterOpt = Annotated[
         "-s",
         help="Pooling stage NAME[:KEY=VALUE,...]; repeat for deeper stages, e.g. "
         "-s regex-words -s regex-word-pairs -s regex-4words (see `aunet splitters`).",
+        autocompletion=_complete_splitter,
     ),
 ]
 
@@ -166,7 +179,11 @@ def prep_cmd(
     splitter: SplitterOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
     doc_per: Annotated[
-        str, typer.Option(help="Documents in .txt inputs: file, paragraph or line.")
+        str,
+        typer.Option(
+            help="Documents in .txt inputs: file, paragraph or line.",
+            autocompletion=_choices("file", "paragraph", "line"),
+        ),
     ] = "paragraph",
     field: Annotated[str, typer.Option(help="JSON field / Parquet column with the text.")] = "text",
     input_format: Annotated[

@@ -614,3 +614,22 @@ def test_splitters_json_lists_the_builtins_as_causal():
         assert listed[name]["causal"] is True
         assert listed[name]["version"] == load(name).version
         assert "mode" in listed[name]["options"]
+
+
+def test_shell_completion_offers_splitters_and_values():
+    """Typer's bash completion (as `aunet --install-completion` sets it up) completes
+    -s with the installed splitters and --doc-per with its values."""
+
+    def complete(words: str) -> list[str]:
+        env = aunet_env() | {
+            "_AUNET_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        }
+        proc = subprocess.run([str(AUNET)], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("aunet prep -s regex-w") == ["regex-word-pairs", "regex-words"]
+    assert complete("aunet split --splitter le") == ["learned-zh"]
+    assert complete("aunet prep --doc-per p") == ["paragraph"]
