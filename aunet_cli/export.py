@@ -80,13 +80,41 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[AUNet, d
         state = load_file(str(weights), device=str(device))
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
-        raise AunetError(f"{weights}: cannot load ({str(exc).splitlines()[0]})") from None
+        raise AunetError(f"{weights}: cannot load ({_first_line(exc)})") from None
     return model.to(device).eval(), config
 
 
+def readable_checkpoint(ckpt_dir: Path, skipped: list[str] | None = None) -> Path | None:
+    """The newest checkpoint in `ckpt_dir` that opens (weights_only, memory-mapped, so a
+    large one is not read); None if there is none. A damaged one (cut short by a kill
+    from an aunet before checkpoints were written atomically, or by a full disk) is
+    passed over, with its reason appended to `skipped`."""
+    for path in sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # any damage: not a zip, cut short, foreign pickle
+            if skipped is not None:
+                skipped.append(f"{path}: cannot be read ({_first_line(exc)})")
+            continue
+        return path
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    """What went wrong, in one line: a heading that ends with ':' (load_state_dict's
+    "Error(s) in loading state_dict for AUNet:") takes its first detail along."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
 def _from_checkpoint(run_dir: Path, device: str | torch.device) -> tuple[AUNet, dict[str, Any]]:
-    """The newest checkpoint of an unfinished run (loaded with weights_only=True)."""
-    ckpt = max(run_dir.glob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
+    """The newest readable checkpoint of an unfinished run (loaded with weights_only)."""
+    skipped: list[str] = []
+    ckpt = readable_checkpoint(run_dir / "checkpoints", skipped)
+    if ckpt is None:
+        raise AunetError(f"{run_dir}: no readable checkpoint ({skipped[0]})")
     try:
         recipe = json.loads((run_dir / "recipe.json").read_text())
         prepared = recipe["data"].get("prepared") or run_dir / "data"
@@ -99,8 +127,8 @@ def _from_checkpoint(run_dir: Path, device: str | torch.device) -> tuple[AUNet, 
     try:
         state = torch.load(ckpt, map_location=device, weights_only=True)["state_dict"]
         model.load_state_dict(model_weights(state))
-    except (RuntimeError, OSError, KeyError, EOFError) as exc:
-        raise AunetError(f"{ckpt}: cannot load ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # damaged after the check above, or not this model's
+        raise AunetError(f"{ckpt}: cannot load ({_first_line(exc)})") from None
     config = {
         "format": MODEL_FORMAT,
         "model": recipe["model"],

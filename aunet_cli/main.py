@@ -568,9 +568,10 @@ def run() -> None:
     except KeyboardInterrupt:
         err().print("interrupted; rerun the same command to resume.")
         sys.exit(EXIT_INTERRUPTED)
-    except SystemExit as exc:  # Typer turns Ctrl-C into a silent exit 130
-        if exc.code == EXIT_INTERRUPTED and _after_ctrl_c(exc):
+    except SystemExit as exc:  # Typer turns Ctrl-C into a silent 130, Lightning into 1
+        if exc.code in (EXIT_INTERRUPTED, 1) and _after_ctrl_c(exc):
             err().print("interrupted; rerun the same command to resume.")
+            sys.exit(EXIT_INTERRUPTED)
         raise
     except BrokenPipeError:
         sys.exit(0)

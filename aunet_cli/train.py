@@ -15,6 +15,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -26,15 +28,23 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from . import __version__
-from .atomic import remove_stale_temporaries, replacing, write_json_atomic
+from .atomic import (
+    make_folders,
+    remove_stale_temporaries,
+    replacing,
+    replacing_path,
+    write_json_atomic,
+)
 from .data import AUNetData, stream_meta
-from .errors import AunetError, OutputConflictError
-from .export import export_weights, model_weights
+from .errors import AunetError, OutputConflictError, OutputWriteError
+from .export import export_weights, model_weights, readable_checkpoint
 from .flops import FlopsReport, flops_per_byte
 from .model import AUNet, ModelConfig
 from .recipe import Recipe
@@ -51,6 +61,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 
 
 class StepProgressBar(RichProgressBar):
@@ -217,6 +228,104 @@ class ExportAtEnd(Callback):
             export_weights(weights, self.run_dir, self.config)
 
 
+class Interrupted(AunetError):
+    """Training stopped by Ctrl-C or SIGTERM, its last step checkpointed."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(
+            f"interrupted at step {step}, which is checkpointed; rerun the same command to resume",
+            exit_code=128 + signum,
+        )
+
+
+class GracefulStop(Callback):
+    """Ctrl-C (SIGINT) or SIGTERM (`timeout`, Slurm, `docker stop`): the step in
+    progress finishes, a checkpoint of it is saved, and training ends with exit
+    130 / 143. Before, Ctrl-C exited 1 and SIGTERM 0, both without a checkpoint, so
+    every step since the last one was lost. A second Ctrl-C stops at once.
+
+    SIGTERM is Lightning's: it stops at the end of the batch by raising
+    SIGTERMException. Ctrl-C is turned into the same stop, decided together by all
+    ranks (one rank's signal stops them all at the same step)."""
+
+    def __init__(self, ckpt_dir: Path) -> None:
+        self.ckpt_dir = ckpt_dir
+        self.signal: int | None = None
+        self._previous: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        asked = self.signal is not None
+        if trainer.world_size > 1:
+            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+        if asked:
+            raise SIGTERMException
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, SIGTERMException):  # a step boundary: a sound state
+            trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")
+        self._restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all (temporary name, fsync, rename, see
+    atomic.py): Lightning writes them in place, so a kill during a save left a
+    truncated newest checkpoint, and the rerun failed to resume from it."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        with replacing_path(Path(path)) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def _resume_point(ckpt_dir: Path) -> Path | None:
+    """The newest readable checkpoint; damaged ones are named and passed over."""
+    skipped: list[str] = []
+    found = readable_checkpoint(ckpt_dir, skipped)
+    if skipped:
+        from .consoles import err
+
+        for line in skipped:
+            err().print(f"warning: {line}; resuming from an older one", highlight=False)
+        if found is None:
+            raise AunetError(
+                f"{ckpt_dir}: no checkpoint can be read ({skipped[0]}); use --fresh to start over"
+            )
+    return found
+
+
+def _trainer(**kwargs: Any) -> L.Trainer:
+    """L.Trainer, with the settings this machine cannot honour (trainer.accelerator,
+    devices, strategy) reported in one line rather than a Lightning traceback."""
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        raise AunetError(
+            f"trainer: accelerator={kwargs.get('accelerator')!r}, devices="
+            f"{kwargs.get('devices')!r}, strategy={kwargs.get('strategy')!r} cannot run "
+            f"here ({str(exc).strip().splitlines()[0]})"
+        ) from None
+
+
 def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
     """The recipe's shards: given, or prepared from raw inputs (cached by options)."""
     d = recipe.data
@@ -224,6 +333,12 @@ def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
         path = Path(d.prepared)
         if not (path / "manifest.json").exists():
             raise AunetError(f"data.prepared: {path} is not a finished `aunet prep` directory")
+        stages = json.loads((path / "manifest.json").read_text())["options"]["splitters"]
+        if len(stages) != len(recipe.model.stages) - 1:
+            raise AunetError(
+                f"data.prepared: {path} has {len(stages)} pooling stage(s), but a model of "
+                f"{len(recipe.model.stages)} stages needs {len(recipe.model.stages) - 1}"
+            )
         return path
     from .prep import PrepOptions, default_workers, prep
     from .readers import ReadOptions, discover
@@ -242,7 +357,12 @@ def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
 def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool = False) -> dict:
     """Train (or resume) a run; returns the final metrics summary."""
     _quiet_lightning()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AunetError(f"--run-dir {run_dir}: is a file, not a folder; choose another")
+    try:
+        make_folders(run_dir)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot make the run directory {run_dir}: {exc.strerror}") from None
     remove_stale_temporaries(run_dir)  # a killed run's half-written files (the model's)
     recipe_path = run_dir / "recipe.json"
     ckpt_dir = run_dir / "checkpoints"
@@ -255,9 +375,7 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
                     f"{run_dir}: holds a run with a different {section} section; "
                     "use another --run-dir, or --fresh to start over"
                 )
-        # the newest complete checkpoint (a kill can land between step-N and last)
-        found = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-        resume = found[-1] if found else None
+        resume = _resume_point(ckpt_dir)
     elif fresh:
         for name in ("checkpoints", "data", "cache", "tb", "tokenizer"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
@@ -286,12 +404,18 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     ckpt = ModelCheckpoint(
         dirpath=ckpt_dir, filename="step-{step:07d}", every_n_train_steps=t.ckpt_every,
         save_top_k=t.keep_checkpoints, monitor="step", mode="max", save_last=True,
-        auto_insert_metric_name=False,
+        auto_insert_metric_name=False, enable_version_counter=False,  # last.ckpt, always
     )  # fmt: skip
-    callbacks: list[Callback] = [ckpt, ExportAtEnd(run_dir, export_config(recipe, prep_dir, codec))]
+    stop = GracefulStop(ckpt_dir)
+    callbacks: list[Callback] = [
+        ckpt,
+        ExportAtEnd(run_dir, export_config(recipe, prep_dir, codec)),
+        stop,
+    ]
     if not quiet:
         callbacks.append(StepProgressBar(total_steps))
-    trainer = L.Trainer(
+    trainer = _trainer(
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir,
         max_steps=total_steps if t.max_steps or t.flops_budget else -1,
         max_time=timedelta(seconds=t.max_time) if t.max_time else None,
@@ -318,6 +442,8 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     started = time.time()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:  # Lightning's stop at a step boundary (see GracefulStop)
+        raise Interrupted(stop.signal or signal.SIGTERM, trainer.global_step) from None
     finally:
         if trainer.is_global_zero:
             _add_wall_time(run_dir, time.time() - started, trainer.global_step)

@@ -14,6 +14,7 @@ from aunet_cli.atomic import replacing, temporary_name
 from aunet_cli.errors import OutputWriteError
 from aunet_cli.export import export_model, load_model
 from aunet_cli.plot import plot_runs
+from aunet_cli.train import AtomicCheckpointIO
 
 from .test_data_stream import file_size_limit
 from .test_generate_cli import make_run
@@ -37,6 +38,21 @@ def test_an_export_the_disk_refuses_keeps_the_previous_model(tmp_path):
     assert leftovers(run) == []
     export_model(model, run, config)  # the same call, with room: the new model
     assert (run / "model.safetensors").read_bytes() != before
+
+
+def test_a_checkpoint_save_cut_short_keeps_the_previous_checkpoint(tmp_path):
+    """Lightning's checkpoint writes go through AtomicCheckpointIO: a save the disk
+    refuses (or a kill mid-save) leaves the previous checkpoint whole, never a
+    truncated one for the next run to resume from."""
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1, "w": torch.zeros(10)}, path)
+    before = path.read_bytes()
+    with file_size_limit(20_000), pytest.raises(OutputWriteError, match=r"last\.ckpt"):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(100_000)}, path)
+    assert path.read_bytes() == before
+    assert leftovers(path.parent) == []
+    assert torch.load(path, weights_only=True)["global_step"] == 1
 
 
 def test_a_plot_the_disk_refuses_keeps_the_previous_plot(tmp_path):

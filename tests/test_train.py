@@ -317,6 +317,118 @@ def test_kill_and_resume_matches_an_uninterrupted_run(workdir):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
+@pytest.fixture(scope="module")
+def long_recipe(workdir) -> tuple[Path, Path]:
+    """A 400-step recipe without periodic checkpoints, and its uninterrupted run."""
+    recipe = workdir / "recipe400.yaml"
+    recipe.write_text(recipe_text(workdir / "corpus.txt", max_steps=400, ckpt_every=1000,
+                                  val_every=1000))  # fmt: skip
+    straight = workdir / "straight400"
+    aunet_train(recipe, straight)
+    return recipe, straight
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_checkpoints_its_step_and_resumes(long_recipe, workdir, sig):
+    """Ctrl-C (SIGINT) or SIGTERM mid-run: exit 130 / 143 with one line naming the step,
+    a checkpoint of that step (there is no periodic one yet), no exported model; the
+    rerun resumes there and ends with the uninterrupted run's weights (1e-5)."""
+    recipe, straight = long_recipe
+    run = workdir / f"interrupted-{sig.name}"
+    proc = subprocess.Popen(
+        train_cmd(recipe, run), env=env(), cwd=workdir, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (run / "metrics.csv").exists():  # training has begun
+        assert proc.poll() is None, proc.stderr.read()[-4000:] if proc.stderr else ""
+        assert time.monotonic() < deadline, "no training metrics in time"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before it could be interrupted")
+    assert proc.returncode == 128 + sig, stderr[-4000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted at step ") and "rerun the same command" in last
+    step = int(last.split("step ")[1].split(",")[0])
+    assert 1 <= step < 400
+    assert ckpt_step(run / "checkpoints" / "last.ckpt") == step
+    assert not (run / "model.safetensors").exists()
+
+    aunet_train(recipe, run)
+    a = load_file(str(straight / "model.safetensors"))
+    b = load_file(str(run / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_a_damaged_newest_checkpoint_is_passed_over(finished_run, workdir):
+    """The newest checkpoint cut short (as a kill mid-save left it before checkpoints
+    were written atomically): the rerun warns, naming it, and resumes from the one
+    before; `generate` on the unfinished run does the same. With every checkpoint
+    damaged: one line, exit 2, saying --fresh starts over."""
+    run = workdir / "damaged"
+    shutil.copytree(finished_run, run)
+    (run / "model.safetensors").unlink()
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:5000])
+    os.utime(last)  # the newest
+    model, config = load_model(run)
+    assert config["checkpoint"] == "step-0000012.ckpt"
+    proc = aunet_train(workdir / "recipe.yaml", run)
+    assert f"warning: {last}: cannot be read" in proc.stderr
+    assert (run / "model.safetensors").exists()
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        ckpt.write_bytes(b"")
+    (run / "model.safetensors").unlink()
+    proc = subprocess.run(train_cmd(workdir / "recipe.yaml", run), capture_output=True,
+                          text=True, env=env(), timeout=240)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    assert "no checkpoint can be read" in proc.stderr and "--fresh" in proc.stderr
+
+
+def test_settings_this_machine_cannot_run_are_one_line(workdir):
+    """A GPU accelerator on a machine without one, or a --run-dir that is a file: exit 2,
+    one line, no traceback (before: Lightning's or Python's traceback)."""
+    (workdir / "a-file").write_text("x")
+    recipe = workdir / "recipe.yaml"
+    cases = [(train_cmd(recipe, workdir / "a-file"), "is a file, not a folder")]
+    if not torch.cuda.is_available():
+        gpu = train_cmd(recipe, workdir / "gpu-run", "--set", "trainer.accelerator=gpu")
+        cases.append((gpu, "cannot run here"))
+    for cmd, needle in cases:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=240)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+        assert needle in proc.stderr.strip().splitlines()[-1]
+
+
+def test_prepared_data_must_have_the_models_stages(finished_run, workdir):
+    """data.prepared with one pooling stage, a model of three stages: one line, before
+    any training (before: it trained, then generate refused the model)."""
+    recipe = workdir / "prepared3.yaml"
+    recipe.write_text(f"""\
+name: tiny3
+model:
+  seq_len: 64
+  stages:
+    - {{dim: 32, layers: 1, decoder_layers: 1, heads: 2}}
+    - {{dim: 32, layers: 1, decoder_layers: 1, heads: 2, max_seqlen: 24}}
+    - {{dim: 64, layers: 1, heads: 2, max_seqlen: 12}}
+data:
+  prepared: "{finished_run / "data"}"
+trainer:
+  max_steps: 2
+  accelerator: cpu
+""")
+    proc = subprocess.run(train_cmd(recipe, workdir / "prepared3"), capture_output=True,
+                          text=True, env=env(), timeout=240)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    assert "has 1 pooling stage(s), but a model of 3 stages needs 2" in proc.stderr
+    assert not (workdir / "prepared3" / "checkpoints").exists()
+
+
 # --- (c) DDP on CPU -----------------------------------------------------------------------
 
 
