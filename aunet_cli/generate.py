@@ -15,6 +15,7 @@ like a training window that starts mid-document.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from .errors import AunetError
 from .incremental import IncrementalState, context_limit
 from .model import AUNet
 from .tokenizer import BYTES, ByteCodec, Codec
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0..2**64-1 (negatives wrap)
 
 
 @dataclass
@@ -42,8 +45,10 @@ class SampleOptions:
     def check(self) -> None:
         if self.max_bytes < 1:
             raise AunetError(f"--max-bytes must be at least 1, got {self.max_bytes}")
-        if self.temperature < 0:
-            raise AunetError(f"--temperature must be >= 0, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise AunetError(f"--temperature must be a finite number >= 0, got {self.temperature}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise AunetError(f"--seed must be in [0, 2**64 - 1], got {self.seed}")
         if self.top_k is not None and self.top_k < 1:
             raise AunetError(f"--top-k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -153,7 +158,9 @@ def pick(
     logits[:, silent] = float("-inf")
     if opts.temperature == 0:
         return logits.argmax(-1)
-    logits /= opts.temperature
+    # from the row's largest logit down: a tiny temperature (1e-40) makes the others
+    # -inf, not inf - inf = NaN; softmax is unchanged by the shift
+    logits = (logits - logits.max(-1, keepdim=True).values) / opts.temperature
     if opts.top_k is not None and opts.top_k < logits.shape[-1]:
         kth = logits.topk(opts.top_k, dim=-1).values[:, -1:]
         logits[logits < kth] = float("-inf")

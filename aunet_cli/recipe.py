@@ -8,10 +8,12 @@ validation (values parsed as YAML, so numbers and booleans work).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,8 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+DOC_PER = ("file", "paragraph", "line")
+MAX_SEED = 2**32 - 1  # Lightning's seed_everything refuses larger seeds (after data prep)
 PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 STRATEGIES = ("auto", "ddp", "fsdp", "ddp_spawn", "ddp_find_unused_parameters_true")
 
@@ -108,19 +112,72 @@ STRATEGIES = ("auto", "ddp", "fsdp", "ddp_spawn", "ddp_find_unused_parameters_tr
 def read_yaml(path: Path, what: str) -> tuple[Any, dict[str, int]]:
     """(parsed YAML, line number of every key path) of a file; clear errors."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise RecipeError(
+            f"{path}:{line}: not valid UTF-8 (byte {exc.start}: {data[exc.start : exc.end]!r}); "
+            "save the recipe as UTF-8"
+        ) from None
     lines: dict[str, int] = {}
-    _line_numbers(node, "", lines)
+    try:
+        loader = _StrictLoader(text, str(path))
+        try:
+            node = loader.get_single_node()
+            _line_numbers(node, "", lines, loader.paths)
+            raw = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise RecipeError(_yaml_problem(exc, path, text)) from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: {what}")
     return raw, lines
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe loading that refuses a key given twice in one mapping (YAML keeps the last one
+    silently, so `lr: 0.003` then `lr: 5.0` would train at 5.0)."""
+
+    def __init__(self, text: str, source: str) -> None:
+        super().__init__(text)
+        self.source = source
+        self.paths: dict[int, str] = {}  # id(mapping node) -> its key path, for messages
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:  # before merge keys (<<) are flattened in
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in seen:
+                prefix = self.paths.get(id(node), "")
+                path = f"{prefix}.{key}" if prefix else str(key)
+                raise RecipeError(
+                    f"{self.source}:{line}: {path}: given twice (lines {seen[key]} and {line}); "
+                    "keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError, path: Path, text: str) -> str:
+    """One line naming the file and line (PyYAML's own message names "<unicode string>")."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        message = f"{path}:{exc.problem_mark.line + 1}: not valid YAML: {exc.problem}"
+        if exc.context and exc.context_mark is not None:
+            message += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        elif exc.context:
+            message += f" ({exc.context})"
+        return message
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return f"{path}:{line}: not valid YAML: unacceptable character #x{exc.character:04x}"
+    return f"{path}: not valid YAML ({exc})".replace("\n", " ")
 
 
 def build_config(cls: type, raw: dict[str, Any], source: str, lines: dict[str, int]) -> Any:
@@ -132,8 +189,10 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file."""
     raw, lines = read_yaml(path, "a recipe is a mapping with model, data, optim, trainer")
     for item in overrides or []:
-        key = _apply_override(raw, item)
-        lines[re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)] = f"--set {key}"
+        key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", _apply_override(raw, item))
+        for stale in [k for k in lines if k.startswith((f"{key}.", f"{key}["))]:
+            del lines[stale]  # a value set whole: its old keys are gone
+        lines[key] = f"--set {item}"
     return validate(raw, str(path), lines)
 
 
@@ -155,17 +214,19 @@ def _where(source: str, lines: dict[str, int | str], path: str) -> str:
     return where if isinstance(where, str) else f"{source}:{where}"
 
 
-def _line_numbers(node, prefix: str, out: dict[str, int]) -> None:
+def _line_numbers(node, prefix: str, out: dict[str, int], paths: dict[int, str]) -> None:
+    """The line of every key path in `out`, the path of every mapping node in `paths`."""
     if isinstance(node, yaml.MappingNode):
+        paths[id(node)] = prefix
         for k, v in node.value:
             path = f"{prefix}.{k.value}" if prefix else str(k.value)
             out[path] = k.start_mark.line + 1
-            _line_numbers(v, path, out)
+            _line_numbers(v, path, out, paths)
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             path = f"{prefix}[{i}]"
             out[path] = v.start_mark.line + 1
-            _line_numbers(v, path, out)
+            _line_numbers(v, path, out, paths)
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> str:
@@ -178,21 +239,30 @@ def _apply_override(raw: dict[str, Any], item: str) -> str:
         parsed = value
     node: Any = raw
     parts = key.split(".")
-    for part in parts[:-1]:
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, ".".join(parts[:i]), key)]
             continue
         if not isinstance(node, dict):
             raise RecipeError(f"--set {key}: {part!r} is not inside a mapping")
         node = node.setdefault(part, {})
     last = parts[-1]
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        node[int(last)] = parsed
+    if isinstance(node, list):
+        node[_list_index(node, last, ".".join(parts[:-1]), key)] = parsed
     elif isinstance(node, dict):
         node[last] = parsed
     else:
         raise RecipeError(f"--set {key}: cannot set {last!r} here")
     return key
+
+
+def _list_index(items: list[Any], part: str, where: str, key: str) -> int:
+    """`part` as an index into the list at `where`, or why it is not one."""
+    if not part.isdigit():
+        raise RecipeError(f"--set {key}: {where} is a list; {part!r} is not an index")
+    if int(part) >= len(items):
+        raise RecipeError(f"--set {key}: {where} has {len(items)} entries; no index {part}")
+    return int(part)
 
 
 def _type_name(tp: Any) -> str:
@@ -266,16 +336,24 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, source: str, lines: dict
 
 
 def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
-    def fail(path: str, message: str) -> None:
+    def fail(path: str, message: str) -> typing.NoReturn:
         raise RecipeError(f"{_where(source, lines, path)}: {path}: {message}")
 
-    m, d, t = r.model, r.data, r.trainer
+    def at_least(path: str, value: float, low: float, note: str = "") -> None:
+        if not (math.isfinite(value) and value >= low):  # nan compares False: rejected too
+            fail(path, f"must be >= {low}{note}, got {value}")
+
+    def positive(path: str, value: float) -> None:
+        if not (math.isfinite(value) and value > 0):
+            fail(path, f"must be a positive number, got {value}")
+
+    m, d, t, o = r.model, r.data, r.trainer, r.optim
     if not 1 <= len(m.stages) <= 4:
         fail("model.stages", f"AU-Net has 1 to 4 stages, got {len(m.stages)}")
     for i, st in enumerate(m.stages):
         p = f"model.stages[{i}]"
-        if st.dim <= 0 or st.heads <= 0 or st.layers < 0 or st.decoder_layers < 0:
-            fail(p, "dim and heads must be positive, layers and decoder_layers >= 0")
+        for name, low in (("dim", 1), ("heads", 1), ("layers", 0), ("decoder_layers", 0)):
+            at_least(f"{p}.{name}", getattr(st, name), low)
         if st.window is not None and st.window < 1:
             fail(f"{p}.window", f"a sliding window covers >= 1 position, got {st.window}")
         if st.max_seqlen is not None and st.max_seqlen < 1:
@@ -294,6 +372,8 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         fail("model.upsample_init", f"must be zero or normal, got {m.upsample_init!r}")
     if m.seq_len < 8:
         fail("model.seq_len", "must be at least 8 bytes")
+    positive("model.rope_theta", m.rope_theta)
+    positive("model.norm_eps", m.norm_eps)
     if bool(d.prepared) == bool(d.inputs):
         fail("data", "give exactly one of data.prepared (shards) or data.inputs (raw files)")
     if d.inputs and len(d.splitters) != len(m.stages) - 1:
@@ -306,8 +386,10 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         fail("data.val_tail", "must be in [0, 1)")
     if not 0 <= d.val_fraction < 1:
         fail("data.val_fraction", "must be in [0, 1)")
-    if d.batch_size < 1 or d.val_windows < 1:
-        fail("data", "batch_size and val_windows must be >= 1")
+    at_least("data.batch_size", d.batch_size, 1)
+    at_least("data.val_windows", d.val_windows, 1)
+    if d.doc_per not in DOC_PER:
+        fail("data.doc_per", f"must be one of {', '.join(DOC_PER)}, got {d.doc_per!r}")
     for name in ("max_steps", "max_time", "flops_budget"):
         value = getattr(t, name)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -319,8 +401,8 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         and t.devices < -1
     ):
         fail("trainer", "devices must be >= 1, -1 or 'auto'; num_nodes >= 1")
-    if r.optim.lr <= 0 or r.optim.weight_decay < 0:
-        fail("optim", "lr must be positive and weight_decay >= 0")
+    positive("optim.lr", o.lr)
+    at_least("optim.weight_decay", o.weight_decay, 0)
     if t.max_steps is None and t.flops_budget is None and t.max_time is None:
         fail("trainer", "set max_steps, flops_budget or max_time")
     if t.max_steps is not None and t.flops_budget is not None:
@@ -329,12 +411,20 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         fail("trainer.precision", f"must be one of {', '.join(PRECISIONS)}")
     if t.strategy not in STRATEGIES:
         fail("trainer.strategy", f"must be one of {', '.join(STRATEGIES)}")
-    if t.accumulate < 1 or t.val_every < 1 or t.ckpt_every < 1 or t.keep_checkpoints < 1:
-        fail("trainer", "accumulate, val_every, ckpt_every and keep_checkpoints must be >= 1")
-    if r.optim.warmup_steps < 0 or not 0 <= r.optim.min_lr_ratio <= 1:
-        fail("optim", "warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
-    if len(r.optim.betas) != 2:
+    for name in ("accumulate", "val_every", "ckpt_every", "keep_checkpoints", "log_every"):
+        at_least(f"trainer.{name}", getattr(t, name), 1)
+    at_least("trainer.grad_clip", t.grad_clip, 0, " (0: no clipping)")
+    if not 0 <= t.seed <= MAX_SEED:
+        fail("trainer.seed", f"must be in [0, {MAX_SEED}], got {t.seed}")
+    at_least("optim.warmup_steps", o.warmup_steps, 0)
+    if not 0 <= o.min_lr_ratio <= 1:
+        fail("optim.min_lr_ratio", f"must be in [0, 1], got {o.min_lr_ratio}")
+    if len(o.betas) != 2:
         fail("optim.betas", "two values, e.g. [0.9, 0.95]")
+    for i, beta in enumerate(o.betas):
+        if not 0 <= beta < 1:
+            fail(f"optim.betas[{i}]", f"must be in [0, 1), got {beta}")
+    _check_sample(r, fail)
     if r.tokenizer is not None:
         tk = r.tokenizer
         if m.n_stages != 1 or d.splitters:
@@ -348,3 +438,49 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
         m.vocab_size = tk.vocab_size
     elif m.vocab_size != VOCAB:
         fail("model.vocab_size", f"a byte model has {VOCAB} ids (256 bytes, BOS, EOS)")
+
+
+def _check_sample(r: Recipe, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    """The end-of-run sample, checked now rather than after all the training."""
+    sp = r.sample
+    if not (math.isfinite(sp.temperature) and sp.temperature >= 0):
+        fail("sample.temperature", f"must be >= 0 (0: greedy), got {sp.temperature}")
+    if sp.max_bytes < 0:
+        fail("sample.max_bytes", f"must be >= 0 (0: no sample), got {sp.max_bytes}")
+    if not (sp.max_bytes and sp.prompt):
+        return  # main.py samples only with both
+    from splitters import Pipeline, SplitterError, parse_spec  # here: only when sampling
+
+    d = r.data
+    if d.inputs:
+        for i, spec in enumerate(d.splitters):
+            try:
+                stage = parse_spec(spec)
+            except SplitterError as exc:
+                fail(f"data.splitters[{i}]", str(exc))
+            if not stage.causal:
+                fail(f"data.splitters[{i}]", _needs_causal(stage, "this splitter"))
+    elif d.prepared:
+        try:  # the splitters recorded with the shards; unreadable ones: training says why
+            manifest = json.loads((Path(d.prepared) / "manifest.json").read_text())
+            stages = Pipeline.from_descriptions(manifest["options"]["splitters"]).stages
+        except (OSError, ValueError, KeyError, TypeError):  # SplitterError is a ValueError
+            return
+        for stage in stages:
+            if not stage.causal:
+                fail("data.prepared", _needs_causal(stage, "a splitter of these shards"))
+
+
+def _needs_causal(stage: Any, which: str) -> str:
+    """Why a splitter that looks ahead cannot be used for the sample, and the ways out."""
+    from splitters import SplitterError
+
+    try:
+        stage.streamer()
+        reason = f"{stage.name} looks ahead"
+    except SplitterError as exc:  # the splitter's own reason and advice
+        reason = str(exc)
+    return (
+        f"the end-of-run sample (sample.prompt, sample.max_bytes) needs causal splitters and "
+        f"{which} is not: {reason}; or set sample.max_bytes: 0 to train without the sample"
+    )

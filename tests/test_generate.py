@@ -228,3 +228,13 @@ def test_windows_score_every_byte_once_with_context(n, seq_len, stride):
         if first:  # a later window: at least seq_len - stride bytes of context
             assert w.score_from >= seq_len - stride
     assert scored == list(data)
+
+
+def test_a_tiny_temperature_samples_the_top_byte_not_nan():
+    """--temperature 1e-40 divides the logits into -inf, not inf - inf (NaN, which made
+    torch.multinomial raise): the sample is the most likely byte."""
+    logits = torch.randn(4, 258)
+    logits[:, 200] = 50.0
+    opts = SampleOptions(max_bytes=1, temperature=1e-40)
+    got = pick(logits, opts, torch.Generator().manual_seed(0))
+    assert got.tolist() == [200] * 4

@@ -129,6 +129,25 @@ def test_bad_input_is_one_clear_line(run_dir, tmp_path, case):
     expect_error(aunet(*args), 2, *needles)
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--temperature", "nan", "--temperature must be a finite number >= 0, got nan"),
+        ("--temperature", "inf", "--temperature must be a finite number >= 0, got inf"),
+        ("--seed", "99999999999999999999999", "--seed must be in [0, 2**64 - 1]"),
+        ("--seed", "-1", "--seed must be in [0, 2**64 - 1], got -1"),
+    ],
+)
+def test_numbers_torch_cannot_sample_with_are_one_line(run_dir, option, value, needle):
+    """A NaN/inf temperature (NaN probabilities) or a seed torch cannot take: no traceback."""
+    expect_error(aunet("generate", "--run", run_dir, "hi", option, value), 2, needle)
+
+
+def test_largest_seed_is_accepted(run_dir):
+    proc = aunet("generate", "--run", run_dir, "hi", "--max-bytes", "3", "--seed", str(2**64 - 1))
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_raw_prompt_bytes_are_accepted(run_dir, tmp_path):
     f = tmp_path / "bad.txt"
     f.write_bytes(b"caf\xe9")

@@ -254,7 +254,7 @@ def test_overrides_apply(tmp_path):
         ("model.stages.0.dim=30", "model.stages[0].heads: dim 30 must split"),
         ("trainer.max_stpes=5", "trainer.max_stpes: unknown key"),
         ("trainer.max_steps", "expected KEY.PATH=VALUE"),
-        ("model.stages.7.dim=64", "not inside a mapping"),
+        ("model.stages.7.dim=64", "model.stages has 2 entries; no index 7"),
         ("data.splitters=[]", "data.splitters"),
     ],
 )
