@@ -363,9 +363,12 @@ def tokenizer_train_cmd(
 @app.command("plot")
 def plot_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run directories of `aunet train`.")],
-    out_png: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path(
-        "bpb.png"
-    ),
+    out_png: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Image to write (.png, .pdf, .svg, ...: the name sets the format)."
+        ),
+    ] = Path("bpb.png"),
 ) -> None:
     """Plot train/val bits per byte against steps and training FLOPs (one PNG)."""
     from .plot import plot_runs

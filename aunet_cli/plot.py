@@ -121,6 +121,13 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     ax_steps.legend(fontsize=8)
 
     out = Path(out)
+    fmt = out.suffix.lower().lstrip(".") or "png"  # the format the name says
+    known = fig.canvas.get_supported_filetypes()
+    if fmt not in known:
+        raise AunetError(
+            f"{out}: matplotlib cannot write .{fmt} files; name one of "
+            f"{', '.join('.' + k for k in sorted(known))}"
+        )
     with replacing_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format=fmt, dpi=120)
     return out

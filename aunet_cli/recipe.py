@@ -348,6 +348,8 @@ def _check_combinations(r: Recipe, source: str, lines: dict[str, int]) -> None:
             fail(path, f"must be a positive number, got {value}")
 
     m, d, t, o = r.model, r.data, r.trainer, r.optim
+    if r.name and (Path(r.name).name != r.name or r.name in (".", "..")):
+        fail("name", f"a run name, not a path, got {r.name!r} (--run-dir takes a path)")
     if not 1 <= len(m.stages) <= 4:
         fail("model.stages", f"AU-Net has 1 to 4 stages, got {len(m.stages)}")
     for i, st in enumerate(m.stages):

@@ -41,6 +41,17 @@ def test_two_runs_make_a_png(tmp_path: Path) -> None:
     assert not list(out.parent.glob(".*.tmp*"))  # written atomically, nothing left over
 
 
+def test_the_file_name_sets_the_format(tmp_path: Path) -> None:
+    """-o curves.pdf writes a PDF and .svg an SVG (before: PNG data under any name); a
+    format matplotlib cannot write is one error listing the ones it can."""
+    runs = [fake_run(tmp_path, "a", 1.0)]
+    assert plot_runs(runs, tmp_path / "curves.pdf").read_bytes().startswith(b"%PDF")
+    assert b"<svg" in plot_runs(runs, tmp_path / "curves.svg").read_bytes()[:2000]
+    with pytest.raises(AunetError, match=r"cannot write \.docx files; name one of .*\.png"):
+        plot_runs(runs, tmp_path / "curves.docx")
+    assert not (tmp_path / "curves.docx").exists()
+
+
 def test_last_row_of_a_repeated_step_wins(tmp_path: Path) -> None:
     metrics = read_metrics(fake_run(tmp_path, "r", 1.0, resumed=True))
     train = dict(metrics["train_bpb"])

@@ -44,6 +44,7 @@ SAMPLE = 'sample:\n  prompt: "The"\n  max_bytes: 20\n'
         ("val_every: 4", "val_every: 4\nsample: {temperature: .nan}", "sample.temperature"),
         ("val_every: 4", "val_every: 4\nsample: {temperature: .inf}", "sample.temperature"),
         ("val_every: 4", "val_every: 4\nsample: {max_bytes: -5}", "sample.max_bytes"),
+        ("name: tiny", "name: ../../elsewhere", "name"),
     ],
 )
 def test_nonsense_values_name_file_line_and_key(tmp_path, old, new, key):
