@@ -112,6 +112,11 @@ def discover(
         if not path.exists():
             raise AunetError(f"{arg}: no such file or directory")
         if path.is_dir():
+            if (path / ".state" / "prep.json").is_file():
+                raise AunetError(
+                    f"{arg}: holds the output of `aunet prep` (shards), not raw text; "
+                    "`aunet train` takes it as data.prepared"
+                )
             files = sorted(p for p in path.rglob("*") if p.is_file())
             inside = _inside(output, path)
             picked = [

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import threading
@@ -350,7 +351,14 @@ def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
         val_fraction=0.0 if d.val_tail else d.val_fraction,
         workers=min(default_workers(), 4),
     )
-    prep(discover(d.inputs, [], [], "auto", out), out, opts, None)
+    try:
+        prep(discover(d.inputs, [], [], "auto", out), out, opts, None)
+    except OutputConflictError as exc:  # its advice is prep's (--out, --overwrite)
+        reason = re.split(r"; (choose another|pass --overwrite)", str(exc))[0]
+        raise OutputConflictError(
+            f"{reason}; the run's prepared data no longer fits data.inputs: use --fresh "
+            "to prepare it again, or another --run-dir"
+        ) from None
     return out
 
 

@@ -174,6 +174,10 @@ CASES = {
     ),
     "empty-gz": Case({"e.jsonl.gz": b""}, ("e.jsonl.gz",), 3, ("e.jsonl.gz", "empty")),
     "empty-zst": Case({"e.jsonl.zst": b""}, ("e.jsonl.zst",), 3, ("e.jsonl.zst", "empty")),
+    "prep-output-as-input": Case(
+        {"old/.state/prep.json": b"{}", "old/train/shard-00000-00000.arrow": b"x"}, ("old",), 2,
+        ("old", "holds the output of `aunet prep`", "data.prepared"),
+    ),
     "val-fraction-nan": Case(
         {"a.jsonl": GOOD}, ("a.jsonl", "--val-fraction", "nan"), 2, ("--val-fraction", "nan")
     ),

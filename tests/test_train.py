@@ -389,6 +389,24 @@ def test_a_damaged_newest_checkpoint_is_passed_over(finished_run, workdir):
     assert "no checkpoint can be read" in proc.stderr and "--fresh" in proc.stderr
 
 
+def test_an_input_changed_after_preparation_says_fresh(workdir):
+    """data.inputs edited after the run prepared them: exit 4 with train's advice
+    (--fresh or another --run-dir), not prep's (--out, --overwrite)."""
+    corpus = workdir / "corpus-edited.txt"
+    corpus.write_text(corpus_text(seed=5, size=20_000))
+    recipe = workdir / "edited.yaml"
+    recipe.write_text(recipe_text(corpus, max_steps=2))
+    aunet_train(recipe, workdir / "edited")
+    with corpus.open("a") as f:
+        f.write("\nOne more paragraph.\n")
+    proc = subprocess.run(train_cmd(recipe, workdir / "edited"), capture_output=True,
+                          text=True, env=env(), timeout=240)  # fmt: skip
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "corpus-edited.txt changed" in line and "--fresh" in line
+    assert "--overwrite" not in line and "--out" not in line
+
+
 def test_settings_this_machine_cannot_run_are_one_line(workdir):
     """A GPU accelerator on a machine without one, or a --run-dir that is a file: exit 2,
     one line, no traceback (before: Lightning's or Python's traceback)."""
