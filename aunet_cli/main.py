@@ -262,13 +262,23 @@ def prep_cmd(
     )
     files = discover(inputs, include or [], exclude or [], input_format, out_dir)
     t0 = time.perf_counter()
-    if quiet:  # no rich at all: a scripted prep skips its import
-        prep(files, out_dir, opts, None, overwrite)
-        return
-    from .progress import RichProgress
+    try:
+        if quiet:  # no rich at all: a scripted prep skips its import
+            prep(files, out_dir, opts, None, overwrite)
+            return
+        from .progress import RichProgress
+
+        manifest = prep(files, out_dir, opts, RichProgress(err()), overwrite)
+    except KeyboardInterrupt:
+        if not any(f.streamed for f in files):
+            raise
+        raise AunetError(  # what was read from it is gone: no resuming
+            "interrupted; standard input or a pipe cannot be read again to resume: rerun "
+            "with --overwrite",
+            exit_code=EXIT_INTERRUPTED,
+        ) from None
     from .summary import print_prep_summary
 
-    manifest = prep(files, out_dir, opts, RichProgress(err()), overwrite)
     if manifest.get("up_to_date"):
         err().print(f"{out_dir}: already complete for these inputs; nothing to do.")
     elif not manifest.get("complete", True):
@@ -581,7 +591,8 @@ def run() -> None:
     except OSError as exc:  # e.g. standard output on a full disk
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        err().print(f"[bold red]error:[/bold red] cannot write the output: {exc.strerror}")
+        where = exc.filename or "the output"
+        err().print(f"[bold red]error:[/bold red] cannot write {where}: {exc.strerror}")
         sys.exit(EXIT_OUTPUT_WRITE)
     except Exception:
         err().print_exception()

@@ -67,8 +67,8 @@ def claim_output(out: Path, fp: dict[str, Any], overwrite: bool, inputs: list[In
         _check_same_inputs(out, inputs)
         remove_stale_temporaries(out)
         return
-    write_json_atomic(prep_json, fp)
-    write_json_atomic(inputs_path(out), [i.name for i in inputs])
+    write_json_atomic(inputs_path(out), [i.name for i in inputs])  # first: prep.json
+    write_json_atomic(prep_json, fp)  # claims the directory for these inputs
 
 
 def inputs_path(out: Path) -> Path:
@@ -86,11 +86,11 @@ def _check_same_inputs(out: Path, inputs: list[InputFile]) -> None:
         )
     names = [i.name for i in inputs]
     path = inputs_path(out)
-    if not path.exists():  # claimed by an aunet that did not record them
-        write_json_atomic(path, names)
-        return
-    old = json.loads(path.read_text())
+    # claimed by an aunet that did not record them: what its state files say
+    old = json.loads(path.read_text()) if path.exists() else _recorded_inputs(out, names)
     if old == names:
+        if not path.exists():
+            write_json_atomic(path, names)
         return
     for k in range(max(len(old), len(names))):
         there = old[k] if k < len(old) else "nothing"
@@ -101,6 +101,21 @@ def _check_same_inputs(out: Path, inputs: list[InputFile]) -> None:
                 f"now; input #{k} there: {there}, now: {now}); choose another --out or "
                 "pass --overwrite"
             )
+
+
+def _recorded_inputs(out: Path, names: list[str]) -> list[str]:
+    """The inputs of a directory claimed without inputs.json, as far as its state files
+    tell: each finished input's name; where only chunks of an input are on record,
+    the name it has now (a changed file is caught by its size and mtime)."""
+    recorded = {
+        int(p.stem.split("-")[1]): json.loads(p.read_text())["name"]
+        for p in (out / ".state").glob("input-*.json")
+    }
+    chunked = {int(p.stem.split("-")[1]) for p in (out / ".state").glob("chunk-*.json")}
+    count = max([*recorded, *chunked], default=-1) + 1
+    if count > len(names):
+        return [recorded.get(k, names[k] if k < len(names) else "?") for k in range(count)]
+    return [recorded.get(k, names[k]) for k in range(len(names))]
 
 
 def _refuse_deleting_inputs(out: Path, inputs: list[InputFile]) -> None:

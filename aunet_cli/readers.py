@@ -119,6 +119,8 @@ def discover(
                 )
             files = sorted(p for p in path.rglob("*") if p.is_file())
             inside = _inside(output, path)
+            if inside == ():
+                raise AunetError(f"{arg}: is the --out directory itself; inputs are read elsewhere")
             picked = [
                 p
                 for p in files
@@ -163,13 +165,19 @@ def _inside(output: Path | None, folder: Path) -> tuple[str, ...] | None:
 
 
 def _selected(rel: Path, include: list[str], exclude: list[str], fmt: str) -> bool:
+    """Whether a file found in a scanned directory is an input. A hidden one (in .git,
+    .venv, ...) only if an --include glob that itself names a hidden part takes it:
+    `*.txt` must not take .venv's LICENSE.txt."""
     if any(_matches(rel, g) for g in exclude):
         return False
+    hidden = any(part.startswith(".") for part in rel.parts)
     if include:
-        return any(_matches(rel, g) for g in include)
-    if any(part.startswith(".") for part in rel.parts):
-        return False
-    return fmt != "auto" or _format_of(rel.name) is not None
+        return any(_matches(rel, g) and (not hidden or _names_hidden(g)) for g in include)
+    return not hidden and (fmt != "auto" or _format_of(rel.name) is not None)
+
+
+def _names_hidden(glob: str) -> bool:
+    return any(part.startswith(".") for part in glob.split("/"))
 
 
 def _matches(rel: Path, glob: str) -> bool:

@@ -125,13 +125,10 @@ def read_yaml(path: Path, what: str) -> tuple[Any, dict[str, int]]:
         ) from None
     lines: dict[str, int] = {}
     try:
-        loader = _StrictLoader(text, str(path))
-        try:
-            node = loader.get_single_node()
-            _line_numbers(node, "", lines, loader.paths)
-            raw = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _refuse_duplicate_keys(node, "", str(path), set())
+        _line_numbers(node, "", lines)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RecipeError(_yaml_problem(exc, path, text)) from None
     if not isinstance(raw, dict):
@@ -139,30 +136,31 @@ def read_yaml(path: Path, what: str) -> tuple[Any, dict[str, int]]:
     return raw, lines
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """Safe loading that refuses a key given twice in one mapping (YAML keeps the last one
-    silently, so `lr: 0.003` then `lr: 5.0` would train at 5.0)."""
-
-    def __init__(self, text: str, source: str) -> None:
-        super().__init__(text)
-        self.source = source
-        self.paths: dict[int, str] = {}  # id(mapping node) -> its key path, for messages
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:  # before merge keys (<<) are flattened in
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                continue
-            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
-            if key in seen:
-                prefix = self.paths.get(id(node), "")
+def _refuse_duplicate_keys(node: Any, prefix: str, source: str, seen: set[int]) -> None:
+    """A key given twice in one mapping of the file (YAML keeps the last one silently,
+    so `lr: 0.003` then `lr: 5.0` would train at 5.0). Checked on the composed tree,
+    before merge keys (<<) are flattened in: overriding a merged key stays allowed."""
+    if id(node) in seen:  # an alias of a node checked already
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[Any, int] = {}
+        for key_node, value in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and not key_node.tag.endswith(":merge"):
+                key, line = key_node.value, key_node.start_mark.line + 1
                 path = f"{prefix}.{key}" if prefix else str(key)
-                raise RecipeError(
-                    f"{self.source}:{line}: {path}: given twice (lines {seen[key]} and {line}); "
-                    "keep one"
-                )
-            seen[key] = line
-        return super().construct_mapping(node, deep)
+                if key in lines:
+                    raise RecipeError(
+                        f"{source}:{line}: {path}: given twice (lines {lines[key]} and {line}); "
+                        "keep one"
+                    )
+                lines[key] = line
+                _refuse_duplicate_keys(value, path, source, seen)
+            else:
+                _refuse_duplicate_keys(value, prefix, source, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for k, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{prefix}[{k}]", source, seen)
 
 
 def _yaml_problem(exc: yaml.YAMLError, path: Path, text: str) -> str:
@@ -214,19 +212,18 @@ def _where(source: str, lines: dict[str, int | str], path: str) -> str:
     return where if isinstance(where, str) else f"{source}:{where}"
 
 
-def _line_numbers(node, prefix: str, out: dict[str, int], paths: dict[int, str]) -> None:
-    """The line of every key path in `out`, the path of every mapping node in `paths`."""
+def _line_numbers(node, prefix: str, out: dict[str, int]) -> None:
+    """The line of every key path, in `out`."""
     if isinstance(node, yaml.MappingNode):
-        paths[id(node)] = prefix
         for k, v in node.value:
             path = f"{prefix}.{k.value}" if prefix else str(k.value)
             out[path] = k.start_mark.line + 1
-            _line_numbers(v, path, out, paths)
+            _line_numbers(v, path, out)
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             path = f"{prefix}[{i}]"
             out[path] = v.start_mark.line + 1
-            _line_numbers(v, path, out, paths)
+            _line_numbers(v, path, out)
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> str:
@@ -468,7 +465,7 @@ def _check_sample(r: Recipe, fail: Callable[[str, str], typing.NoReturn]) -> Non
             stages = Pipeline.from_descriptions(manifest["options"]["splitters"]).stages
         except (OSError, ValueError, KeyError, TypeError):  # SplitterError is a ValueError
             return
-        for stage in stages:
+        for stage in stages[: len(r.model.stages) - 1]:  # the stages this model pools at
             if not stage.causal:
                 fail("data.prepared", _needs_causal(stage, "a splitter of these shards"))
 

@@ -33,7 +33,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from . import __version__
 from .atomic import (
@@ -239,51 +239,67 @@ class Interrupted(AunetError):
         )
 
 
-class GracefulStop(Callback):
-    """Ctrl-C (SIGINT) or SIGTERM (`timeout`, Slurm, `docker stop`): the step in
-    progress finishes, a checkpoint of it is saved, and training ends with exit
-    130 / 143. Before, Ctrl-C exited 1 and SIGTERM 0, both without a checkpoint, so
-    every step since the last one was lost. A second Ctrl-C stops at once.
+class StopRequested(Exception):
+    """Raised by GracefulStop once the step is checkpointed: it ends `fit` at once (no
+    validation pass, no export), the way Lightning ends it for an error."""
 
-    SIGTERM is Lightning's: it stops at the end of the batch by raising
-    SIGTERMException. Ctrl-C is turned into the same stop, decided together by all
-    ranks (one rank's signal stops them all at the same step)."""
+
+class GracefulStop(Callback):
+    """Ctrl-C (SIGINT) or SIGTERM (`timeout`, Slurm, `docker stop`): the optimizer step
+    in progress finishes, a checkpoint of it is saved where ModelCheckpoint saves its
+    own (so the rerun resumes on exactly the next batch), and training ends with exit
+    130 / 143. Before, Ctrl-C exited 1 and SIGTERM 0, both without a checkpoint, so
+    every step since the last one was lost. A second signal stops at once.
+
+    The signals are noted here, not acted on: the stop waits for the end of an
+    optimizer step (with accumulate > 1, a micro-batch's end would lose the gradients
+    gathered so far), and all ranks decide together, so one rank's signal stops them
+    all at the same step. This replaces Lightning's SIGTERM handling, which stops
+    after any micro-batch and per rank."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, ckpt_dir: Path) -> None:
         self.ckpt_dir = ckpt_dir
         self.signal: int | None = None
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:  # fmt: skip
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:  # within an optimizer step
+            return
         asked = self.signal is not None
         if trainer.world_size > 1:
             asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
         if asked:
-            raise SIGTERMException
+            self.signal = self.signal or signal.SIGTERM  # another rank's
+            trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")
+            raise StopRequested
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if isinstance(exception, SIGTERMException):  # a step boundary: a sound state
-            trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")
         self._restore()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
 
     def _restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -334,8 +350,9 @@ def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
         path = Path(d.prepared)
         if not (path / "manifest.json").exists():
             raise AunetError(f"data.prepared: {path} is not a finished `aunet prep` directory")
+        # shards of more stages serve smaller models too (the paper recipes share them)
         stages = json.loads((path / "manifest.json").read_text())["options"]["splitters"]
-        if len(stages) != len(recipe.model.stages) - 1:
+        if len(stages) < len(recipe.model.stages) - 1:
             raise AunetError(
                 f"data.prepared: {path} has {len(stages)} pooling stage(s), but a model of "
                 f"{len(recipe.model.stages)} stages needs {len(recipe.model.stages) - 1}"
@@ -450,7 +467,7 @@ def run_training(recipe: Recipe, run_dir: Path, fresh: bool = False, quiet: bool
     started = time.time()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
-    except SIGTERMException:  # Lightning's stop at a step boundary (see GracefulStop)
+    except StopRequested:
         raise Interrupted(stop.signal or signal.SIGTERM, trainer.global_step) from None
     finally:
         if trainer.is_global_zero:

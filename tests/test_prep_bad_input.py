@@ -387,7 +387,7 @@ def test_an_output_directory_that_cannot_be_made(tmp_path, out):
     write(tmp_path / "a.jsonl", GOOD)
     write(tmp_path / "blocker", b"a file")
     res = aunet("prep", "a.jsonl", *STAGE_ARGS, "--out", out, "-q", cwd=tmp_path)
-    line = expect_error(res, 5, f"cannot write {out}/.state/prep.json")
+    line = expect_error(res, 5, f"cannot write {out}/.state/inputs.json")
     assert (tmp_path / "blocker").read_bytes() == b"a file"
     if out.startswith("blocker"):
         assert "blocker is a file, not a folder" in line
@@ -417,6 +417,8 @@ def test_a_rerun_with_other_inputs_is_refused(tmp_path):
     expect_error(run_prep(tmp_path, "d/one.jsonl"), 4, "other inputs", "two.jsonl", "now: nothing")
     expect_error(run_prep(tmp_path, "d/two.jsonl", "d/one.jsonl"), 4, "other inputs")
     assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == before
+    (tmp_path / "out" / ".state" / "inputs.json").unlink()  # as an earlier aunet left it
+    expect_error(run_prep(tmp_path, "d/one.jsonl"), 4, "other inputs", "two.jsonl", "now: nothing")
     res = run_prep(tmp_path, "d/one.jsonl", "--overwrite")
     assert res.returncode == 0, res.stderr
     assert [i["name"] for i in manifest(tmp_path / "out")["inputs"]] == ["one.jsonl"]
@@ -448,15 +450,21 @@ def test_a_directory_scan_skips_the_output_and_hidden_paths(tmp_path):
         res = aunet("prep", "d", *STAGE_ARGS, "--out", "d/out", "-q", cwd=tmp_path)
         assert res.returncode == 0, res.stderr
     assert [i["name"] for i in manifest(tmp_path / "d" / "out")["inputs"]] == ["d/a.jsonl"]
-    res = aunet("prep", "d", *STAGE_ARGS, "--out", "inc", "-q", "--include", "**/*.jsonl",
-                cwd=tmp_path)  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    names = [i["name"] for i in manifest(tmp_path / "inc")["inputs"]]
-    assert names == ["d/.git/x.jsonl", "d/a.jsonl"]
+    for globs, want in [
+        (["**/*.jsonl"], ["d/a.jsonl"]),  # a glob must name the hidden part to take it
+        (["**/*.jsonl", ".git/*"], ["d/.git/x.jsonl", "d/a.jsonl"]),
+    ]:
+        includes = [arg for g in globs for arg in ("--include", g)]
+        res = aunet("prep", "d", *STAGE_ARGS, "--out", "inc", "-q", "--overwrite", *includes,
+                    cwd=tmp_path)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert [i["name"] for i in manifest(tmp_path / "inc")["inputs"]] == want
     res = aunet("prep", ".", *STAGE_ARGS, "--out", "../dot", "-q", "--exclude", "out/*",
                 cwd=tmp_path / "d")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert [i["name"] for i in manifest(tmp_path / "dot")["inputs"]] == ["d/a.jsonl"]
+    res = aunet("prep", "d", *STAGE_ARGS, "--out", "d", "-q", cwd=tmp_path)
+    expect_error(res, 2, "is the --out directory itself")
 
 
 def test_a_byte_order_mark_before_the_first_json_line_is_skipped(tmp_path):

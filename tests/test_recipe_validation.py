@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from aunet_cli.recipe import load_recipe
+from aunet_cli.recipe import load_recipe, read_yaml
 from splitters import Pipeline
 
 from .test_recipe import GOOD, error_of, line_of, write
@@ -106,6 +106,15 @@ def test_merge_keys_may_be_overridden(tmp_path):
     )
     recipe = load_recipe(write(tmp_path, text))
     assert recipe.model.stages[1].dim == 64 and recipe.model.stages[1].decoder_layers == 0
+
+
+def test_a_chain_of_merges_is_not_a_duplicate(tmp_path):
+    """A merge of a mapping that itself merges and overrides (flattened in place by
+    PyYAML before the outer one is checked) is valid YAML, not a key given twice."""
+    path = tmp_path / "chain.yaml"
+    path.write_text("base: &A {x: 1, y: 2}\nmid: {deep: &B {<<: *A, x: 3}}\ntop: {<<: *B}\n")
+    raw, _ = read_yaml(path, "a mapping")
+    assert raw["mid"]["deep"] == {"x": 3, "y": 2}
 
 
 def test_invalid_utf8_is_one_line(tmp_path):
