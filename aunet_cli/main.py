@@ -191,7 +191,7 @@ def prep_cmd(
     ] = "auto",
     include: Annotated[
         list[str] | None,
-        typer.Option(help="Glob of files to take from directories (hidden ones too)."),
+        typer.Option(help="Glob of files to take from directories (`.git/*` for hidden ones)."),
     ] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Glob of files to leave out.")] = None,
     val_fraction: Annotated[

@@ -28,6 +28,17 @@ PREP_FORMAT = "aunet-prep/1"
 SPLITS = ("train", "val")
 
 
+class ResumeConflict(OutputConflictError):
+    """`out` holds work this run cannot continue: `reason`, then prep's advice (callers
+    such as `aunet train` give their own)."""
+
+    ADVICE = "choose another --out or pass --overwrite"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; {self.ADVICE}")
+        self.reason = reason
+
+
 def state_path(out: Path, key: str) -> Path:
     return out / ".state" / f"chunk-{key}.json"
 
@@ -59,10 +70,9 @@ def claim_output(out: Path, fp: dict[str, Any], overwrite: bool, inputs: list[In
         old = json.loads(prep_json.read_text())
         if old != fp:
             diff = [k for k in fp if old.get(k) != fp[k]]
-            raise OutputConflictError(
+            raise ResumeConflict(
                 f"{out}: holds shards of a different configuration ({', '.join(diff)} differ: "
-                f"{json.dumps(old.get(diff[0]))} there, {json.dumps(fp[diff[0]])} now); "
-                "choose another --out or pass --overwrite"
+                f"{json.dumps(old.get(diff[0]))} there, {json.dumps(fp[diff[0]])} now)"
             )
         _check_same_inputs(out, inputs)
         remove_stale_temporaries(out)
@@ -80,9 +90,9 @@ def _check_same_inputs(out: Path, inputs: list[InputFile]) -> None:
     input fewer, its shards would stay beside the new manifest (and be trained on).
     Standard input cannot be compared with what an earlier run read."""
     if any(i.streamed for i in inputs):
-        raise OutputConflictError(
+        raise ResumeConflict(
             f"{out}: holds an earlier run's output, and standard input or a pipe cannot be "
-            "checked against what it read; choose another --out or pass --overwrite"
+            "checked against what it read"
         )
     names = [i.name for i in inputs]
     path = inputs_path(out)
@@ -96,10 +106,9 @@ def _check_same_inputs(out: Path, inputs: list[InputFile]) -> None:
         there = old[k] if k < len(old) else "nothing"
         now = names[k] if k < len(names) else "nothing"
         if there != now:
-            raise OutputConflictError(
+            raise ResumeConflict(
                 f"{out}: was prepared from other inputs ({len(old)} there, {len(names)} "
-                f"now; input #{k} there: {there}, now: {now}); choose another --out or "
-                "pass --overwrite"
+                f"now; input #{k} there: {there}, now: {now})"
             )
 
 
@@ -154,9 +163,9 @@ def chunk_done(out: Path, chunk: Chunk) -> bool:
         return False
     state = json.loads(path.read_text())
     if (state["input_size"], state["input_mtime_ns"]) != (chunk.input_size, chunk.input_mtime_ns):
-        raise OutputConflictError(
+        raise ResumeConflict(
             f"{out}: input {chunk.input_name} changed since it was prepared there (size "
-            "or modification time differ); choose another --out or pass --overwrite"
+            "or modification time differ)"
         )
     return shards_intact(out, state["shards"])
 

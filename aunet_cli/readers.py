@@ -89,8 +89,9 @@ def discover(
     """Expand arguments into input files (directories recursively, sorted).
 
     A directory scan leaves out hidden files and folders (.git, .state, ...) unless an
-    --include glob names them, and anything inside `output`, the run's own output
-    directory: a rerun must not read the shards and state files of the first."""
+    --include glob names the hidden part (`_selected`), and anything inside `output`,
+    the run's own output directory: a rerun must not read the first run's shards and
+    state files."""
     if not inputs:
         raise AunetError("no inputs given (files, directories or - for standard input)")
     found: list[InputFile] = []

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import threading
@@ -359,6 +358,7 @@ def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
             )
         return path
     from .prep import PrepOptions, default_workers, prep
+    from .prep_output import ResumeConflict
     from .readers import ReadOptions, discover
 
     out = run_dir / "data"
@@ -370,10 +370,9 @@ def prepared_dir(recipe: Recipe, run_dir: Path) -> Path:
     )
     try:
         prep(discover(d.inputs, [], [], "auto", out), out, opts, None)
-    except OutputConflictError as exc:  # its advice is prep's (--out, --overwrite)
-        reason = re.split(r"; (choose another|pass --overwrite)", str(exc))[0]
+    except ResumeConflict as exc:  # its advice is prep's (--out, --overwrite)
         raise OutputConflictError(
-            f"{reason}; the run's prepared data no longer fits data.inputs: use --fresh "
+            f"{exc.reason}; the run's prepared data no longer fits data.inputs: use --fresh "
             "to prepare it again, or another --run-dir"
         ) from None
     return out
