@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pythread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,20 +393,100 @@ done:
     return result;
 }
 
-/* scan_points(): scan() then point_lists() with lut, without a Python flags array. */
+/* Documents [lo_doc, hi_doc) of a batch, scanned into their part of `out` (zeroed
+ * first) on a thread of their own: the parts of one batch are disjoint, and a
+ * document's state never leaves it. No Python API is called. */
+typedef struct {
+    const uint8_t *d, *table;
+    const int64_t *off;
+    Py_ssize_t lo_doc, hi_doc;
+    int official, simd;
+    uint8_t *out;
+    PyThread_type_lock done; /* held while the part is scanned */
+} ScanPart;
+
+static void scan_part(ScanPart *p) {
+    const Py_ssize_t lo = p->off[p->lo_doc], hi = p->off[p->hi_doc];
+    memset(p->out + lo, 0, hi - lo);
+    for (Py_ssize_t k = p->lo_doc; k < p->hi_doc; k++)
+        scan_doc(p->d, p->off[k], p->off[k + 1], p->table, p->official, p->simd, p->out);
+}
+
+static void scan_part_thread(void *arg) {
+    ScanPart *p = (ScanPart *)arg;
+    scan_part(p);
+    PyThread_release_lock(p->done);
+}
+
+#define MAX_SCAN_THREADS 8
+
+/* scan_doc over every document, in up to `threads` parts of about equal bytes (whole
+ * documents), all but the first on new threads; `out` is zeroed outside the
+ * documents. Called without the GIL. Falls back to fewer parts when a thread
+ * cannot be started. */
+static void scan_docs(const uint8_t *d, Py_ssize_t len, const int64_t *off, Py_ssize_t n_docs,
+                      const uint8_t *table, int official, int simd, int threads, uint8_t *out) {
+    memset(out, 0, off[0]);
+    memset(out + off[n_docs], 0, len - off[n_docs]);
+    ScanPart parts[MAX_SCAN_THREADS];
+    int n = 0;
+    Py_ssize_t start = 0;
+    const int64_t total = off[n_docs] - off[0];
+    if (threads > MAX_SCAN_THREADS) threads = MAX_SCAN_THREADS;
+    for (int t = 1; t <= threads && start < n_docs; t++) {
+        Py_ssize_t stop = n_docs;
+        if (t < threads) { /* the first document ending at or past t/threads of the bytes */
+            const int64_t target = off[0] + total / threads * t;
+            Py_ssize_t a = start + 1, b = n_docs;
+            while (a < b) {
+                Py_ssize_t m = a + (b - a) / 2;
+                if (off[m] < target) a = m + 1;
+                else b = m;
+            }
+            stop = a;
+        }
+        parts[n] = (ScanPart){d, table, off, start, stop, official, simd, out, NULL};
+        if (n > 0) {
+            parts[n].done = PyThread_allocate_lock();
+            if (!parts[n].done) break; /* scanned below, on this thread */
+            PyThread_acquire_lock(parts[n].done, WAIT_LOCK);
+            if (PyThread_start_new_thread(scan_part_thread, &parts[n]) == PYTHREAD_INVALID_THREAD_ID) {
+                PyThread_release_lock(parts[n].done);
+                PyThread_free_lock(parts[n].done);
+                break;
+            }
+        }
+        n++;
+        start = stop;
+    }
+    if (start < n_docs) { /* what no thread took */
+        ScanPart rest = {d, table, off, start, n_docs, official, simd, out, NULL};
+        scan_part(&rest);
+    }
+    if (n > 0) scan_part(&parts[0]);
+    for (int k = 1; k < n; k++) {
+        PyThread_acquire_lock(parts[k].done, WAIT_LOCK);
+        PyThread_release_lock(parts[k].done);
+        PyThread_free_lock(parts[k].done);
+    }
+}
+
+/* scan_points(): scan() then point_lists() with lut, without a Python flags array;
+ * the scan runs in `threads` parts at once (default 1). */
 static PyObject *scan_points(PyObject *self, PyObject *args) {
     Py_buffer data, offsets, table, lutbuf;
-    int official, depth;
-    if (!PyArg_ParseTuple(args, "y*y*y*piy*", &data, &offsets, &table, &official, &depth,
-                          &lutbuf))
+    int official, depth, threads = 1;
+    if (!PyArg_ParseTuple(args, "y*y*y*piy*|i", &data, &offsets, &table, &official, &depth,
+                          &lutbuf, &threads))
         return NULL;
     PyObject *result = NULL;
     const int64_t *off = (const int64_t *)offsets.buf;
     Py_ssize_t n_docs = offsets.len / 8 - 1;
     uint8_t lut[256];
     if (table.len < 0x110000 || depth < 1 || depth > 9 || offsets.len % 8 || offsets.len < 8 ||
-        make_lut(&lutbuf, depth, lut) < 0 || check_offsets(off, n_docs, data.len) < 0) {
-        PyErr_SetString(PyExc_ValueError, "bad table, depth, offsets or lut");
+        threads < 1 || make_lut(&lutbuf, depth, lut) < 0 ||
+        check_offsets(off, n_docs, data.len) < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad table, depth, offsets, lut or threads");
         goto done;
     }
     uint8_t *flags = malloc(data.len ? data.len : 1);
@@ -415,10 +496,8 @@ static PyObject *scan_points(PyObject *self, PyObject *args) {
     }
     const int simd = ascii_letters_ok((const uint8_t *)table.buf);
     Py_BEGIN_ALLOW_THREADS
-    memset(flags, 0, data.len);
-    for (Py_ssize_t k = 0; k < n_docs; k++)
-        scan_doc((const uint8_t *)data.buf, off[k], off[k + 1], (const uint8_t *)table.buf,
-                 official, simd, flags);
+    scan_docs((const uint8_t *)data.buf, data.len, off, n_docs, (const uint8_t *)table.buf,
+              official, simd, threads, flags);
     Py_END_ALLOW_THREADS
     result = build_lists(flags, lut, off, n_docs, depth);
     free(flags);
@@ -518,49 +597,91 @@ done:
     return result;
 }
 
-/* gather(): the documents of (data, offsets int64) where mask (one byte per
- * document) is non-zero, joined -> (data, offsets int64). */
+/* gather(): the documents of one or more blocks where mask is non-zero, joined.
+ * `blocks` is a sequence of (data, offsets_int64): block b's document i is
+ * data[offsets[i]:offsets[i + 1]]; `mask` holds one byte per document, over all
+ * blocks in order. Consecutive documents are copied with one memcpy. Returns (data,
+ * offsets_int64). */
 static PyObject *gather(PyObject *self, PyObject *args) {
-    Py_buffer data, offsets, mask;
-    if (!PyArg_ParseTuple(args, "y*y*y*", &data, &offsets, &mask)) return NULL;
-    PyObject *out = NULL, *out_off = NULL, *result = NULL;
-    const int64_t *off = (const int64_t *)offsets.buf;
-    const uint8_t *m = (const uint8_t *)mask.buf;
-    Py_ssize_t n_docs = offsets.len / 8 - 1;
-    if (offsets.len % 8 || n_docs < 0 || mask.len != n_docs) {
-        PyErr_SetString(PyExc_ValueError, "bad offsets or mask");
+    PyObject *blocks_arg;
+    Py_buffer mask;
+    if (!PyArg_ParseTuple(args, "Oy*", &blocks_arg, &mask)) return NULL;
+    PyObject *blocks = NULL, *out = NULL, *out_off = NULL, *result = NULL;
+    Py_buffer *bufs = NULL; /* 2 per block: data, offsets */
+    Py_ssize_t n_blocks = 0, held = 0;
+    blocks = PySequence_Fast(blocks_arg, "blocks must be a sequence of (data, offsets)");
+    if (!blocks) goto done;
+    n_blocks = PySequence_Fast_GET_SIZE(blocks);
+    bufs = PyMem_Calloc(n_blocks ? 2 * n_blocks : 1, sizeof(Py_buffer));
+    if (!bufs) {
+        PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t size = 0, n = 0;
-    for (Py_ssize_t d = 0; d < n_docs; d++) {
-        if (off[d] < 0 || off[d] > off[d + 1] || off[d + 1] > data.len) {
-            PyErr_SetString(PyExc_ValueError, "offsets out of range");
+    const uint8_t *m = (const uint8_t *)mask.buf;
+    Py_ssize_t size = 0, n = 0, d_all = 0;
+    for (Py_ssize_t b = 0; b < n_blocks; b++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(blocks, b);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "each block must be a (data, offsets) tuple");
             goto done;
         }
-        if (m[d]) size += off[d + 1] - off[d], n++;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &bufs[held], PyBUF_SIMPLE) < 0) goto done;
+        held++;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 1), &bufs[held], PyBUF_SIMPLE) < 0) goto done;
+        held++;
+        const Py_buffer *data = &bufs[2 * b], *offsets = &bufs[2 * b + 1];
+        const int64_t *off = (const int64_t *)offsets->buf;
+        const Py_ssize_t n_docs = offsets->len / 8 - 1;
+        if (offsets->len % 8 || n_docs < 0 || d_all + n_docs > mask.len) {
+            PyErr_SetString(PyExc_ValueError, "bad offsets or mask");
+            goto done;
+        }
+        for (Py_ssize_t d = 0; d < n_docs; d++, d_all++) {
+            if (off[d] < 0 || off[d] > off[d + 1] || off[d + 1] > data->len) {
+                PyErr_SetString(PyExc_ValueError, "offsets out of range");
+                goto done;
+            }
+            if (m[d_all]) size += off[d + 1] - off[d], n++;
+        }
+    }
+    if (d_all != mask.len) {
+        PyErr_SetString(PyExc_ValueError, "bad offsets or mask");
+        goto done;
     }
     out = PyBytes_FromStringAndSize(NULL, size);
     out_off = PyByteArray_FromStringAndSize(NULL, (n + 1) * 8);
     if (!out || !out_off) goto done;
     uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
     int64_t *oo = (int64_t *)PyByteArray_AS_STRING(out_off);
-    const uint8_t *src = (const uint8_t *)data.buf;
     Py_ssize_t at = 0, k = 0;
     oo[0] = 0;
     Py_BEGIN_ALLOW_THREADS  /* megabytes of copying: let the chunk threads run */
-    for (Py_ssize_t d = 0; d < n_docs; d++) {
-        if (!m[d]) continue;
-        memcpy(o + at, src + off[d], off[d + 1] - off[d]);
-        at += off[d + 1] - off[d];
-        oo[++k] = at;
+    d_all = 0;
+    for (Py_ssize_t b = 0; b < n_blocks; b++) {
+        const uint8_t *src = (const uint8_t *)bufs[2 * b].buf;
+        const int64_t *off = (const int64_t *)bufs[2 * b + 1].buf;
+        const Py_ssize_t n_docs = bufs[2 * b + 1].len / 8 - 1;
+        Py_ssize_t d = 0;
+        while (d < n_docs) {
+            if (!m[d_all + d]) {
+                d++;
+                continue;
+            }
+            const Py_ssize_t first = d; /* a run of selected documents, copied at once */
+            for (; d < n_docs && m[d_all + d]; d++) oo[++k] = at + off[d + 1] - off[first];
+            memcpy(o + at, src + off[first], off[d] - off[first]);
+            at += off[d] - off[first];
+        }
+        d_all += n_docs;
     }
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("(OO)", out, out_off);
 done:
+    for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+    Py_XDECREF(blocks);
     Py_XDECREF(out);
     Py_XDECREF(out_off);
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&offsets);
     PyBuffer_Release(&mask);
     return result;
 }
@@ -621,14 +742,15 @@ static PyMethodDef methods[] = {
      "point_lists(levels, offsets_int64, depth[, lut]) -> [(list_offsets_i32, values_i32)] per "
      "stage"},
     {"scan_points", scan_points, METH_VARARGS,
-     "scan_points(data, offsets_int64, class_table, official, depth, lut) -> point_lists of "
-     "lut[scan flags]"},
+     "scan_points(data, offsets_int64, class_table, official, depth, lut[, threads]) -> "
+     "point_lists of lut[scan flags]"},
     {"ids", ids, METH_VARARGS,
      "ids(prefix, keys_int64) -> (offsets_i32, data) of the strings prefix + str(key)"},
     {"cut", cut, METH_VARARGS,
      "cut(buffer, paragraphs, final) -> (data, offsets_int64, keys_int64, records, empty, carry)"},
     {"gather", gather, METH_VARARGS,
-     "gather(data, offsets_int64, mask_u8) -> (data, offsets_int64) of the documents in mask"},
+     "gather([(data, offsets_int64), ...], mask_u8) -> (data, offsets_int64) of the documents "
+     "in mask"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fast", NULL, -1, methods};

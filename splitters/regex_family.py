@@ -151,13 +151,17 @@ def flag_levels(stages: list) -> tuple[str, np.ndarray] | None:
     return modes.pop(), lut
 
 
-def flag_point_lists(batch: TextBatch, mode: str, depth: int, lut: np.ndarray) -> list:
+def flag_point_lists(
+    batch: TextBatch, mode: str, depth: int, lut: np.ndarray, threads: int = 1
+) -> list:
     """Arrow list buffers [(list offsets, values)] of stages 1..depth, where a byte's
     level is lut[its scan flag] (see `flag_levels`): one C pass, no per-byte array
-    in Python. The same lists as shards.point_lists(lut[scan_flags(batch, mode)], ...)."""
+    in Python. The same lists as shards.point_lists(lut[scan_flags(batch, mode)], ...).
+    `threads`: scan the documents in that many parts at once (same result)."""
     assert _c_scan_points is not None
     offsets = np.ascontiguousarray(batch.offsets, dtype=np.int64)
-    return _c_scan_points(batch.data, offsets, class_table(), mode == "official", depth, lut)
+    table = class_table()
+    return _c_scan_points(batch.data, offsets, table, mode == "official", depth, lut, threads)
 
 
 class _RegexStage(Splitter):

@@ -25,7 +25,7 @@ import aunet_cli.readers as readers
 from aunet_cli import shards
 from aunet_cli.prep import keep_freed_memory
 from aunet_cli.readers import DocBatch, DocBlock, ReadOptions
-from splitters import Pipeline, TextBatch
+from splitters import Pipeline, TextBatch, regex_family
 from splitters.regex_family import flag_levels, flag_point_lists
 
 fast = pytest.importorskip("splitters._fast")
@@ -106,6 +106,14 @@ def test_doc_block_select_join_slice():
     parts = [block.slice(0, 50), block.slice(50, 51), block.slice(51, 200)]
     assert as_docs([DocBlock.join(parts)]) == as_docs([block])
     assert DocBlock.join([]).n_docs == 0
+    # gather: straight from the parts (views), as join then select
+    for m in (mask, ~mask, np.ones(200, bool), np.zeros(200, bool)):
+        gathered = DocBlock.gather(parts, m)
+        assert isinstance(gathered.data, bytes)
+        assert as_docs([gathered]) == as_docs([DocBlock.join(parts).select(m)])
+    assert DocBlock.gather([], np.zeros(0, bool)).n_docs == 0
+    with pytest.raises(ValueError):
+        DocBlock.gather(parts, mask[:-1])  # a mask that does not cover every document
 
 
 @pytest.mark.parametrize("mode", ["causal", "official"])
@@ -124,6 +132,35 @@ def test_point_lists_from_scan_flags_equal_numpy(mode, depth):
     assert fused is not None and fused[0] == mode
     got = flag_point_lists(TextBatch(batch.data, batch.offsets), mode, depth, fused[1])
     assert [(bytes(o), bytes(v)) for o, v in got] == [(bytes(o), bytes(v)) for o, v in want]
+    for threads in (2, 3, 8, 1000):  # the scan in parts at once: the same lists
+        got = flag_point_lists(batch, mode, depth, fused[1], threads)
+        assert [(bytes(o), bytes(v)) for o, v in got] == [(bytes(o), bytes(v)) for o, v in want]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_threaded_scan_of_uneven_or_partial_batches(threads):
+    """Parts are whole documents of about equal bytes: one huge document among small
+    ones, no documents, and bytes outside the documents (offsets not from 0 to the
+    end) are all scanned as on one thread."""
+    mode, lut = flag_levels(Pipeline.from_specs(["regex-words", "regex-word-pairs"]).stages)
+    table = regex_family.class_table()
+
+    def lists(data: bytes, offsets: list[int], n: int) -> list[tuple[bytes, bytes]]:
+        got = fast.scan_points(data, np.array(offsets, np.int64), table, False, 2, lut, n)
+        return [(bytes(o), bytes(v)) for o, v in got]
+
+    big = b"word " * 20_000
+    data = b"a b " + big + b"c d e f g"
+    cases = [
+        (data, [0, 4, 4 + len(big), len(data)]),
+        (data, [2, 4, 4 + len(big)]),  # bytes before and after the documents
+        (data, [0, len(data)]),  # one document
+        (data, [5]),  # none
+    ]
+    for case, offsets in cases:
+        assert lists(case, offsets, threads) == lists(case, offsets, 1)
+    with pytest.raises(ValueError):
+        lists(data, [0, len(data)], 0)
 
 
 def test_flag_levels_only_for_one_mode_of_regex_stages():
