@@ -13,8 +13,13 @@ Chinese one (all of /work/shared/corpora/zh/*.txt, repeated to --zh-mb MB), with
   `aunet prep FILE -s ... --out DIR --quiet --doc-per paragraph --val-fraction 0.01
   --shard-size 8MB --workers W` process (start-up, reading, splitting, writing
   Arrow shards, manifest), W = 1 and W = N = all cores;
-* peak RSS -- the largest sum of RSS over the prep process and all its children,
-  polled every 20 ms with psutil;
+* peak RSS -- the prep process's high-water mark of RSS (VmHWM in /proc/PID/status,
+  the kernel's own peak, read every 20 ms; the last reading before the process ends
+  counts). Regex preps have no worker processes (their workers are threads), so
+  that is all of it. Polling the RSS of the whole process tree with psutil instead,
+  as bench/prep_scaling.py still does for its worker processes, cost the 2-core
+  50 MB 3-stage prep about 12 ms of its 0.69 s (8 alternating runs, median 700 ms
+  polled, 687 ms not), and could miss a peak between two readings;
 * speedup = N-worker MB/s / 1-worker MB/s; ratio vs reference = prep 1-worker MB/s /
   reference split MB/s;
 * start-up s -- the wall time of the same 1-worker `aunet prep` on a one-paragraph
@@ -69,7 +74,6 @@ import math
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -284,6 +288,17 @@ def shared_rss(pid: int) -> int:
     return 0
 
 
+def high_water_rss(pid: int) -> int:
+    """The peak RSS of a process so far (VmHWM; 0 once it has exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def tree_rss(proc: psutil.Process) -> int:
     """RSS of a process tree, counting shared memory once: the N-worker prep hands
     chunks to its workers in shared buffers that the parent and each worker map, and
@@ -361,45 +376,45 @@ def run_prep(
     ]  # fmt: skip
     peak = 0
     done = threading.Event()
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
     pin = None
     if cores and shutil.which("taskset"):  # no Python between fork and exec: see independent()
         cmd = ["taskset", "-c", ",".join(map(str, sorted(cores))), *cmd]
     elif cores:
         pin = lambda: os.sched_setaffinity(0, cores)  # noqa: E731
-    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin)
+    with tempfile.TemporaryFile() as log:  # its output, read after it ends (a pipe could fill)
+        t0 = time.perf_counter()
+        popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin)
 
-    def poll() -> None:
-        nonlocal peak
+        def poll() -> None:
+            nonlocal peak
+            try:
+                proc = psutil.Process(popen.pid)
+            except psutil.Error:
+                return
+            while not done.is_set():  # worker processes: their RSS adds up
+                peak = max(peak, tree_rss(proc) if processes else high_water_rss(popen.pid))
+                done.wait(POLL_S)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
         try:
-            proc = psutil.Process(popen.pid)
-        except psutil.Error:
-            return
-        while not done.is_set():
-            peak = max(peak, tree_rss(proc))
-            done.wait(POLL_S)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    try:
-        stdout, stderr = popen.communicate()
-    except BaseException:  # interrupted: leave no prep running behind us
-        with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(popen.pid).children(recursive=True):
-                child.kill()
-        popen.kill()
-        popen.wait()
-        raise
-    wall = time.perf_counter() - t0
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the prep and its reaped workers
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    done.set()
-    poller.join()
+            _, status, usage = os.wait4(popen.pid, 0)  # the prep and its reaped workers
+        except BaseException:  # interrupted: leave no prep running behind us
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(popen.pid).children(recursive=True):
+                    child.kill()
+            popen.kill()
+            popen.wait()
+            raise
+        wall = time.perf_counter() - t0
+        popen.returncode = os.waitstatus_to_exitcode(status)
+        done.set()
+        poller.join()
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    cpu = usage.ru_utime + usage.ru_stime
     if popen.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(cmd)} failed ({popen.returncode}):\n{stdout.decode()}{stderr.decode()}"
-        )
+        raise RuntimeError(f"{' '.join(cmd)} failed ({popen.returncode}):\n{output}")
     if not (out / "manifest.json").exists():
         raise RuntimeError(f"{' '.join(cmd)}: no manifest.json written")
     shutil.rmtree(out)
