@@ -317,9 +317,87 @@ static void fill_lists(const uint8_t *restrict lv, const uint8_t *restrict lut,
 #undef FILL_DOCS
 #undef PUSH
 
+/* fill_lists for flags below 16 (scan() flags), 16 bytes at a time with AVX2: the
+ * flags of 16 bytes become levels by one byte shuffle (lut16), and for each stage the
+ * offsets of the bytes whose level reaches it are packed by a permutation looked up
+ * from their 8-bit mask (pack8). Each store writes 8 offsets, the packed ones first,
+ * so a values array needs room for 8 elements more than it keeps. No branch on the
+ * data but "any flag among these 16 bytes": about 3x fill_lists' speed on English
+ * (whose word ends make the scalar loop's branches unpredictable). Chosen at run time
+ * on CPUs with AVX2 (simd_fill() turns it off, for tests). */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX2_FILL 1
+static int use_avx2_fill = 0;
+static uint32_t pack8[256][8];
+
+static void init_pack8(void) {
+    for (int m = 0; m < 256; m++) {
+        int n = 0;
+        for (int b = 0; b < 8; b++)
+            if (m & (1 << b)) pack8[m][n++] = (uint32_t)b;
+        while (n < 8) pack8[m][n++] = 0;
+    }
+}
+
+__attribute__((target("avx2,popcnt"))) static void fill_lists_avx2(
+    const uint8_t *restrict lv, const uint8_t *restrict lut, const int64_t *restrict off,
+    Py_ssize_t n_docs, int depth, int32_t *restrict *o, int32_t *restrict *v, Py_ssize_t *counts) {
+    Py_ssize_t n[10] = {0};
+    const __m128i lut16 = _mm_loadu_si128((const __m128i *)lut);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (Py_ssize_t d = 0; d < n_docs; d++) {
+        for (int k = 1; k <= depth; k++) o[k][d] = (int32_t)n[k];
+        const Py_ssize_t base = off[d], end = off[d + 1];
+        Py_ssize_t i = base;
+        for (; i + 16 <= end; i += 16) {
+            const __m128i f = _mm_loadu_si128((const __m128i *)(lv + i));
+            if (_mm_testz_si128(f, f)) continue;
+            const __m128i level = _mm_shuffle_epi8(lut16, f);
+            const __m256i lo = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(i - base)), iota);
+            const __m256i hi = _mm256_add_epi32(lo, _mm256_set1_epi32(8));
+            for (int k = 1; k <= depth; k++) {
+                const unsigned mask = (unsigned)_mm_movemask_epi8(
+                    _mm_cmpgt_epi8(level, _mm_set1_epi8((char)(k - 1))));
+                const unsigned m0 = mask & 0xFF, m1 = mask >> 8;
+                __m256i idx = _mm256_loadu_si256((const __m256i *)pack8[m0]);
+                _mm256_storeu_si256((__m256i *)(v[k] + n[k]), _mm256_permutevar8x32_epi32(lo, idx));
+                n[k] += __builtin_popcount(m0);
+                idx = _mm256_loadu_si256((const __m256i *)pack8[m1]);
+                _mm256_storeu_si256((__m256i *)(v[k] + n[k]), _mm256_permutevar8x32_epi32(hi, idx));
+                n[k] += __builtin_popcount(m1);
+            }
+        }
+        for (; i < end; i++) {
+            const uint8_t l = lut[lv[i]];
+            for (int k = 1; k <= depth; k++) {
+                v[k][n[k]] = (int32_t)(i - base);
+                n[k] += l >= k;
+            }
+        }
+    }
+    for (int k = 1; k <= depth; k++) o[k][n_docs] = (int32_t)(counts[k] = n[k]);
+}
+#endif
+
+/* simd_fill(on) -> whether the AVX2 fill was on before; it is turned on only where
+ * the CPU has AVX2. */
+static PyObject *simd_fill(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+#ifdef HAVE_AVX2_FILL
+    const int before = use_avx2_fill;
+    use_avx2_fill = on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    return PyBool_FromLong(before);
+#else
+    (void)on;
+    Py_RETURN_FALSE;
+#endif
+}
+
 /* [(list_offsets, values)] per stage; the GIL is held on entry and on return. */
 static PyObject *build_lists(const uint8_t *lv, const uint8_t *lut, const int64_t *off,
-                             Py_ssize_t n_docs, int depth) {
+                             Py_ssize_t n_docs, int depth, int flags16) {
     Py_ssize_t room, counts[10];
     Py_BEGIN_ALLOW_THREADS
     room = count_nonzero(lv, off[0], off[n_docs]);
@@ -330,7 +408,7 @@ static PyObject *build_lists(const uint8_t *lv, const uint8_t *lut, const int64_
     int32_t *o[10], *v[10];
     for (int k = 1; k <= depth; k++) {
         PyObject *lo = PyByteArray_FromStringAndSize(NULL, (n_docs + 1) * 4);
-        PyObject *va = PyByteArray_FromStringAndSize(NULL, (room + 1) * 4);
+        PyObject *va = PyByteArray_FromStringAndSize(NULL, (room + 8) * 4);
         if (!lo || !va) {
             Py_XDECREF(lo);
             Py_XDECREF(va);
@@ -343,7 +421,12 @@ static PyObject *build_lists(const uint8_t *lv, const uint8_t *lut, const int64_
         PyList_SET_ITEM(result, k - 1, Py_BuildValue("(NN)", lo, va));
     }
     Py_BEGIN_ALLOW_THREADS
-    fill_lists(lv, lut, off, n_docs, depth, o, v, counts);
+#ifdef HAVE_AVX2_FILL
+    if (flags16 && use_avx2_fill)
+        fill_lists_avx2(lv, lut, off, n_docs, depth, o, v, counts);
+    else
+#endif
+        fill_lists(lv, lut, off, n_docs, depth, o, v, counts);
     Py_END_ALLOW_THREADS
     for (int k = 1; k <= depth; k++) {
         if (PyByteArray_Resize(vals[k], counts[k] * 4) < 0) {
@@ -385,7 +468,7 @@ static PyObject *point_lists(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bad depth, offsets, levels or lut");
         goto done;
     }
-    result = build_lists((const uint8_t *)levels.buf, lut, off, offsets.len / 8 - 1, depth);
+    result = build_lists((const uint8_t *)levels.buf, lut, off, offsets.len / 8 - 1, depth, 0);
 done:
     PyBuffer_Release(&levels);
     PyBuffer_Release(&offsets);
@@ -499,7 +582,7 @@ static PyObject *scan_points(PyObject *self, PyObject *args) {
     scan_docs((const uint8_t *)data.buf, data.len, off, n_docs, (const uint8_t *)table.buf,
               official, simd, threads, flags);
     Py_END_ALLOW_THREADS
-    result = build_lists(flags, lut, off, n_docs, depth);
+    result = build_lists(flags, lut, off, n_docs, depth, 1); /* scan flags are below 16 */
     free(flags);
 done:
     PyBuffer_Release(&data);
@@ -744,6 +827,9 @@ static PyMethodDef methods[] = {
     {"scan_points", scan_points, METH_VARARGS,
      "scan_points(data, offsets_int64, class_table, official, depth, lut[, threads]) -> "
      "point_lists of lut[scan flags]"},
+    {"simd_fill", simd_fill, METH_VARARGS,
+     "simd_fill(on) -> bool: use the AVX2 point-list fill where the CPU has it (default on); "
+     "returns the previous setting"},
     {"ids", ids, METH_VARARGS,
      "ids(prefix, keys_int64) -> (offsets_i32, data) of the strings prefix + str(key)"},
     {"cut", cut, METH_VARARGS,
@@ -755,4 +841,10 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fast", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fast(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fast(void) {
+#ifdef HAVE_AVX2_FILL
+    init_pack8();
+    use_avx2_fill = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#endif
+    return PyModule_Create(&module);
+}

@@ -116,14 +116,23 @@ def test_doc_block_select_join_slice():
         DocBlock.gather(parts, mask[:-1])  # a mask that does not cover every document
 
 
+@pytest.fixture(params=[True, False], ids=["avx2-fill", "scalar-fill"])
+def simd_fill(request):
+    """The point lists filled with AVX2 (where the CPU has it) and without."""
+    before = fast.simd_fill(request.param)
+    yield request.param
+    fast.simd_fill(before)
+
+
 @pytest.mark.parametrize("mode", ["causal", "official"])
-@pytest.mark.parametrize("depth", [1, 2, 3])
-def test_point_lists_from_scan_flags_equal_numpy(mode, depth):
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_point_lists_from_scan_flags_equal_numpy(mode, depth, simd_fill):
     rng = random.Random(depth)
-    stages = ["regex-words", "regex-word-pairs", "regex-4words"][:depth]
+    stages = ["regex-words", "regex-word-pairs", "regex-4words", "regex-words"][:depth]
     pipe = Pipeline.from_specs([f"{s}:mode={mode}" for s in stages])
     docs = [random_text(rng, rng.randint(1, 120)) for _ in range(300)]
     docs += ["中文，一二三 4567 ü...!! \n\n\r\n x".encode(), b"\xff\xfe a b c d e f g h"]
+    docs += [b"word " * 2000, b"x" * 50 + b" " * 37, b" " * 16, b"abcdefghijklmnop" * 3]
     batch = TextBatch.from_docs(docs)
     levels = pipe.levels(batch)
     want = shards._point_lists_numpy(levels, batch.offsets, depth)
