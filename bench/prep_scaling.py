@@ -283,7 +283,9 @@ def main() -> None:
           "helper threads already used more than one core). vs N separate = MB/s excl. "
           "start-up / that of N separate 1-worker preps run at once, each on its own "
           "core and its own piece of the corpus (--independent), like for like when N "
-          "is all the cores.")  # fmt: skip
+          "is all the cores. peak RSS = the prep process's own peak (VmHWM) for worker "
+          "threads; for worker processes, the largest sum over the process tree polled "
+          "every 20 ms (shared memory counted once), which can miss a short peak.")  # fmt: skip
 
 
 if __name__ == "__main__":

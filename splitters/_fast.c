@@ -16,7 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <pythread.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,7 +325,8 @@ static void fill_lists(const uint8_t *restrict lv, const uint8_t *restrict lut,
  * data but "any flag among these 16 bytes": about twice fill_lists' speed (8 MB of
  * English, three stages: 4.4 ms against 8.7). Chosen at run time on CPUs with AVX2
  * (simd_fill() turns it off, to compare). */
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(_MSC_VER)
 #include <immintrin.h>
 #define HAVE_AVX2_FILL 1
 static int use_avx2_fill = 0;
@@ -420,9 +421,12 @@ static PyObject *build_lists(const uint8_t *lv, const uint8_t *lut, const int64_
         vals[k] = va;
         PyList_SET_ITEM(result, k - 1, Py_BuildValue("(NN)", lo, va));
     }
+#ifdef HAVE_AVX2_FILL
+    const int avx2 = flags16 && use_avx2_fill; /* read with the GIL (simd_fill sets it) */
+#endif
     Py_BEGIN_ALLOW_THREADS
 #ifdef HAVE_AVX2_FILL
-    if (flags16 && use_avx2_fill)
+    if (avx2)
         fill_lists_avx2(lv, lut, off, n_docs, depth, o, v, counts);
     else
 #endif
@@ -477,46 +481,45 @@ done:
 }
 
 /* Documents [lo_doc, hi_doc) of a batch, scanned into their part of `out` (zeroed
- * first) on a thread of their own: the parts of one batch are disjoint, and a
- * document's state never leaves it. No Python API is called. */
+ * first), on a thread of their own: the parts of one batch are disjoint, and a
+ * document's state never leaves it. No Python API is called (plain pthreads: the
+ * GIL is released, and CPython's thread API wants it held on 3.11). */
 typedef struct {
     const uint8_t *d, *table;
     const int64_t *off;
     Py_ssize_t lo_doc, hi_doc;
     int official, simd;
     uint8_t *out;
-    PyThread_type_lock done; /* held while the part is scanned */
 } ScanPart;
 
-static void scan_part(ScanPart *p) {
+static void scan_part(const ScanPart *p) {
     const Py_ssize_t lo = p->off[p->lo_doc], hi = p->off[p->hi_doc];
     memset(p->out + lo, 0, hi - lo);
     for (Py_ssize_t k = p->lo_doc; k < p->hi_doc; k++)
         scan_doc(p->d, p->off[k], p->off[k + 1], p->table, p->official, p->simd, p->out);
 }
 
-static void scan_part_thread(void *arg) {
-    ScanPart *p = (ScanPart *)arg;
-    scan_part(p);
-    PyThread_release_lock(p->done);
+static void *scan_part_thread(void *arg) {
+    scan_part((const ScanPart *)arg);
+    return NULL;
 }
 
 #define MAX_SCAN_THREADS 8
 
 /* scan_doc over every document, in up to `threads` parts of about equal bytes (whole
- * documents), all but the first on new threads; `out` is zeroed outside the
- * documents. Called without the GIL. Falls back to fewer parts when a thread
- * cannot be started. */
-static void scan_docs(const uint8_t *d, Py_ssize_t len, const int64_t *off, Py_ssize_t n_docs,
+ * documents), all but the first on new threads. Only the documents' bytes of `out`
+ * are written (the point lists read no others). Called without the GIL. A part
+ * whose thread cannot be started is scanned on this one. */
+static void scan_docs(const uint8_t *d, const int64_t *off, Py_ssize_t n_docs,
                       const uint8_t *table, int official, int simd, int threads, uint8_t *out) {
-    memset(out, 0, off[0]);
-    memset(out + off[n_docs], 0, len - off[n_docs]);
     ScanPart parts[MAX_SCAN_THREADS];
+    pthread_t ids[MAX_SCAN_THREADS];
+    int started[MAX_SCAN_THREADS] = {0};
     int n = 0;
     Py_ssize_t start = 0;
     const int64_t total = off[n_docs] - off[0];
     if (threads > MAX_SCAN_THREADS) threads = MAX_SCAN_THREADS;
-    for (int t = 1; t <= threads && start < n_docs; t++) {
+    for (int t = 1; t <= threads && start < n_docs; t++, n++) {
         Py_ssize_t stop = n_docs;
         if (t < threads) { /* the first document ending at or past t/threads of the bytes */
             const int64_t target = off[0] + total / threads * t;
@@ -528,30 +531,14 @@ static void scan_docs(const uint8_t *d, Py_ssize_t len, const int64_t *off, Py_s
             }
             stop = a;
         }
-        parts[n] = (ScanPart){d, table, off, start, stop, official, simd, out, NULL};
-        if (n > 0) {
-            parts[n].done = PyThread_allocate_lock();
-            if (!parts[n].done) break; /* scanned below, on this thread */
-            PyThread_acquire_lock(parts[n].done, WAIT_LOCK);
-            if (PyThread_start_new_thread(scan_part_thread, &parts[n]) == PYTHREAD_INVALID_THREAD_ID) {
-                PyThread_release_lock(parts[n].done);
-                PyThread_free_lock(parts[n].done);
-                break;
-            }
-        }
-        n++;
+        parts[n] = (ScanPart){d, table, off, start, stop, official, simd, out};
+        if (n > 0) started[n] = pthread_create(&ids[n], NULL, scan_part_thread, &parts[n]) == 0;
         start = stop;
     }
-    if (start < n_docs) { /* what no thread took */
-        ScanPart rest = {d, table, off, start, n_docs, official, simd, out, NULL};
-        scan_part(&rest);
-    }
-    if (n > 0) scan_part(&parts[0]);
-    for (int k = 1; k < n; k++) {
-        PyThread_acquire_lock(parts[k].done, WAIT_LOCK);
-        PyThread_release_lock(parts[k].done);
-        PyThread_free_lock(parts[k].done);
-    }
+    for (int k = 0; k < n; k++)
+        if (!started[k]) scan_part(&parts[k]); /* the first part, and any not started */
+    for (int k = 1; k < n; k++)
+        if (started[k]) pthread_join(ids[k], NULL);
 }
 
 /* scan_points(): scan() then point_lists() with lut, without a Python flags array;
@@ -579,8 +566,8 @@ static PyObject *scan_points(PyObject *self, PyObject *args) {
     }
     const int simd = ascii_letters_ok((const uint8_t *)table.buf);
     Py_BEGIN_ALLOW_THREADS
-    scan_docs((const uint8_t *)data.buf, data.len, off, n_docs, (const uint8_t *)table.buf,
-              official, simd, threads, flags);
+    scan_docs((const uint8_t *)data.buf, off, n_docs, (const uint8_t *)table.buf, official, simd,
+              threads, flags);
     Py_END_ALLOW_THREADS
     result = build_lists(flags, lut, off, n_docs, depth, 1); /* scan flags are below 16 */
     free(flags);

@@ -114,6 +114,16 @@ def test_doc_block_select_join_slice():
     assert DocBlock.gather([], np.zeros(0, bool)).n_docs == 0
     with pytest.raises(ValueError):
         DocBlock.gather(parts, mask[:-1])  # a mask that does not cover every document
+    with pytest.raises(ValueError):
+        DocBlock.gather(parts, np.append(mask, True))  # nor one for more documents
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx2" in f.read()
+    except OSError:
+        return False
 
 
 @pytest.fixture(params=[True, False], ids=["avx2-fill", "scalar-fill"])
@@ -122,6 +132,14 @@ def simd_fill(request):
     before = fast.simd_fill(request.param)
     yield request.param
     fast.simd_fill(before)
+
+
+def test_the_avx2_fill_is_on_where_the_cpu_has_avx2():
+    before = fast.simd_fill(True)
+    try:
+        assert fast.simd_fill(True) == _cpu_has_avx2()  # what the first call turned on
+    finally:
+        fast.simd_fill(before)
 
 
 @pytest.mark.parametrize("mode", ["causal", "official"])
@@ -149,8 +167,8 @@ def test_point_lists_from_scan_flags_equal_numpy(mode, depth, simd_fill):
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_threaded_scan_of_uneven_or_partial_batches(threads):
     """Parts are whole documents of about equal bytes: one huge document among small
-    ones, no documents, and bytes outside the documents (offsets not from 0 to the
-    end) are all scanned as on one thread."""
+    ones, no documents, and documents that do not start at byte 0 or end at the last
+    byte (positions are relative to each document) are all scanned as on one thread."""
     mode, lut = flag_levels(Pipeline.from_specs(["regex-words", "regex-word-pairs"]).stages)
     table = regex_family.class_table()
 
@@ -162,7 +180,7 @@ def test_threaded_scan_of_uneven_or_partial_batches(threads):
     data = b"a b " + big + b"c d e f g"
     cases = [
         (data, [0, 4, 4 + len(big), len(data)]),
-        (data, [2, 4, 4 + len(big)]),  # bytes before and after the documents
+        (data, [2, 4, 4 + len(big)]),  # bytes before and after the documents: not scanned
         (data, [0, len(data)]),  # one document
         (data, [5]),  # none
     ]
