@@ -277,22 +277,12 @@ def aunet_exe() -> str:
     return str(exe) if exe.exists() else (shutil.which("aunet") or "aunet")
 
 
-def shared_rss(pid: int) -> int:
-    """Resident shared-memory bytes of a process (RssShmem; 0 where not reported)."""
+def status_bytes(pid: int, field: str) -> int:
+    """A memory figure of /proc/PID/status in bytes (0 where not reported, or once the
+    process has exited): RssShmem (resident shared memory), VmHWM (peak RSS so far)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssShmem:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def high_water_rss(pid: int) -> int:
-    """The peak RSS of a process so far (VmHWM; 0 once it has exited)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
@@ -311,7 +301,7 @@ def tree_rss(proc: psutil.Process) -> int:
         return 0
     for p in procs:
         with contextlib.suppress(psutil.Error):  # a worker may exit meanwhile
-            own = shared_rss(p.pid)
+            own = status_bytes(p.pid, "RssShmem")
             total += p.memory_info().rss - own
             shared = max(shared, own)
     return total + shared
@@ -392,7 +382,8 @@ def run_prep(
             except psutil.Error:
                 return
             while not done.is_set():  # worker processes: their RSS adds up
-                peak = max(peak, tree_rss(proc) if processes else high_water_rss(popen.pid))
+                own = tree_rss(proc) if processes else status_bytes(popen.pid, "VmHWM")
+                peak = max(peak, own)
                 done.wait(POLL_S)
 
         poller = threading.Thread(target=poll, daemon=True)
